@@ -1,0 +1,1 @@
+"""Active learning on top of :mod:`hourglass`: acquirers, the cycle loop, statistics, reports."""

@@ -1,0 +1,1 @@
+"""Dataset readers (one per source) and the HDF5 crop cache they all feed."""
