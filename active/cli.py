@@ -1,0 +1,70 @@
+"""The ``alpose`` command: one entry point, one subcommand per job.
+
+Argparse subcommands (``evaluate``, ``prepare``) own their flags; Hydra subcommands (``train``)
+receive the rest of the command line as Hydra overrides. Every :class:`AlposeError` becomes one
+``error: ...`` line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from hourglass.errors import AlposeError
+
+# name -> (one-line help, module path, function name). Modules are imported lazily so that
+# `alpose evaluate` does not pay for importing torch.
+ARGPARSE_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "evaluate": ("score a prediction file against MPII/LSP ground truth", "hourglass.evaluate_cli", "register"),
+    "prepare": ("render or convert a dataset into the HDF5 crop cache", "hourglass.prepare_cli", "register"),
+}
+HYDRA_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("train a stacked hourglass (Hydra overrides: dataset=..., model=..., train.epochs=...)", "hourglass.train_cli", "main"),
+}
+
+
+def _load(module: str, attr: str) -> Callable:
+    import importlib
+
+    return getattr(importlib.import_module(module), attr)
+
+
+def _usage() -> str:
+    lines = ["usage: alpose <command> [options]", "", "commands:"]
+    for name, (help_text, _, _) in {**ARGPARSE_COMMANDS, **HYDRA_COMMANDS}.items():
+        lines.append(f"  {name:<10} {help_text}")
+    lines.append("\n`alpose <command> --help` describes each one.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch ``alpose <command> ...``; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command in HYDRA_COMMANDS:
+            _, module, attr = HYDRA_COMMANDS[command]
+            return int(_load(module, attr)(rest) or 0)
+        if command in ARGPARSE_COMMANDS:
+            help_text, module, attr = ARGPARSE_COMMANDS[command]
+            parser = argparse.ArgumentParser(prog=f"alpose {command}", description=help_text)
+            run = _load(module, attr)(parser)
+            args = parser.parse_args(rest)
+            return int(run(args) or 0)
+    except AlposeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    known = ", ".join(sorted({**ARGPARSE_COMMANDS, **HYDRA_COMMANDS}))
+    print(f"error: unknown command '{command}'; known commands: {known}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
