@@ -1,0 +1,30 @@
+# `make demo` and `make test` are the whole set-up on a fresh machine (see README).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Pinned: an unpinned `torch` pulls several GB of CUDA packages; this pin takes the CPU wheel
+# where one is provided locally and the matching CUDA build on a GPU machine.
+TORCH  := torch==2.13.0
+
+.PHONY: install demo test lint clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install  ## render the synthetic set (once) and train the small model on CPU; prints PCKh
+	$(BIN)/alpose prepare synthetic
+	$(BIN)/alpose train
+
+test: install  ## the test suite (about N minutes on 2 cores)
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs outputs multirun .pytest_cache

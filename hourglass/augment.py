@@ -1,0 +1,79 @@
+"""Train-time augmentation: horizontal flip with left/right swap, then affine jitter.
+
+Paper values (anchor.md 2.4): flip p 0.5; shift +-0.2 of the side per axis, zoom 0.75-1.25,
+rotation +-45 degrees, constant-0 border, always applied. Evaluation uses no augmentation.
+Keypoints follow the pixel-centre convention (x' = W - 1 - x under a flip), as albumentations does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from hourglass.joints import flip_permutation
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation knobs (``train.augment.*`` in the config)."""
+
+    enabled: bool = True
+    flip: float = 0.5
+    shift: float = 0.2
+    scale_min: float = 0.75
+    scale_max: float = 1.25
+    rotate: float = 45.0
+
+
+def hflip(image: np.ndarray, joints: np.ndarray, visibility: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Mirror one crop and relabel its joints (left <-> right). joints (J, 2), visibility (J,)."""
+    perm = flip_permutation(joints.shape[0])
+    width = image.shape[1]
+    flipped = joints[perm].copy()
+    flipped[:, 0] = (width - 1) - flipped[:, 0]
+    return np.ascontiguousarray(image[:, ::-1]), flipped, visibility[perm].copy()
+
+
+class PoseAugmenter:
+    """Applies :class:`AugmentConfig` to one (image, joints, visibility) at a time.
+
+    Randomness comes from :meth:`reseed` (one integer per epoch), so a run is deterministic by seed.
+    """
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        self.cfg = cfg
+        self.rng = np.random.default_rng(0)
+        self.affine = A.Compose(
+            [
+                A.Affine(
+                    translate_percent=(-cfg.shift, cfg.shift),
+                    scale=(cfg.scale_min, cfg.scale_max),
+                    rotate=(-cfg.rotate, cfg.rotate),
+                    interpolation=cv2.INTER_LINEAR,
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    p=1.0,
+                )
+            ],
+            keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+            seed=0,
+        )
+
+    def reseed(self, seed: int) -> None:
+        """Restart both random streams (flip and affine) from ``seed``."""
+        self.rng = np.random.default_rng(seed)
+        self.affine.set_random_seed(seed)
+
+    def __call__(
+        self, image: np.ndarray, joints: np.ndarray, visibility: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the augmented (image (S,S,3) uint8, joints (J,2) float32, visibility (J,))."""
+        if not self.cfg.enabled:
+            return image, joints, visibility
+        if self.rng.random() < self.cfg.flip:
+            image, joints, visibility = hflip(image, joints, visibility)
+        out = self.affine(image=image, keypoints=joints.astype(np.float32))
+        return out["image"], np.asarray(out["keypoints"], dtype=np.float32), visibility

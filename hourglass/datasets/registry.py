@@ -1,0 +1,67 @@
+"""From a ``dataset`` config to its cache file: the path, the command that makes it, loading it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from hourglass.config import load_group
+from hourglass.datasets.cache import PoseCache, load_cache
+from hourglass.errors import AlposeError
+
+
+def _plain(cfg: DictConfig | dict) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def synthetic_identity(cfg: DictConfig | dict) -> dict[str, Any]:
+    """Everything that determines the synthetic cache's bytes."""
+    from dataclasses import asdict
+
+    from hourglass.datasets.synthetic import SyntheticConfig
+
+    c = _plain(cfg)
+    generator = asdict(SyntheticConfig(**{**c.get("generator", {}), "size": c["size"]}))
+    return {"size": c["size"], "seed": c["seed"], "splits": c["splits"], "generator": generator}
+
+
+def cache_path(cfg: DictConfig | dict, data_dir: str | Path) -> Path:
+    """The cache file a dataset config reads (synthetic: named by a hash of its settings)."""
+    c = _plain(cfg)
+    if c["name"] == "synthetic":
+        digest = hashlib.sha1(
+            json.dumps(synthetic_identity(c), sort_keys=True).encode()
+        ).hexdigest()
+        return Path(data_dir) / f"synthetic-{c['size']}px-seed{c['seed']}-{digest[:8]}.h5"
+    if c.get("cache"):
+        return Path(c["cache"])
+    raise AlposeError(f"dataset '{c['name']}' has no cache path configured")
+
+
+def prepare_command(cfg: DictConfig | dict, data_dir: str | Path = "data") -> str:
+    """The ``alpose prepare`` command that creates this config's cache (flags only where they differ)."""
+    c = _plain(cfg)
+    if c["name"] != "synthetic":
+        return f"alpose prepare {c['name']}"
+    default = _plain(load_group("dataset", "synthetic"))
+    parts = ["alpose prepare synthetic"]
+    for key in ("size", "seed"):
+        if c[key] != default[key]:
+            parts.append(f"--{key} {c[key]}")
+    for split, n in c["splits"].items():
+        if default["splits"].get(split) != n:
+            parts.append(f"--{split} {n}")
+    for key, value in sorted(c.get("generator", {}).items()):
+        parts.append(f"--set {key}={json.dumps(value)}")
+    if str(data_dir) != "data":
+        parts.append(f"--data-dir {data_dir}")
+    return " ".join(parts)
+
+
+def load_dataset(cfg: DictConfig | dict, data_dir: str | Path) -> PoseCache:
+    """Load the cache of a dataset config; a missing one names the command that creates it."""
+    return load_cache(cache_path(cfg, data_dir), prepare_hint=prepare_command(cfg, data_dir))

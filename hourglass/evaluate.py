@@ -1,0 +1,110 @@
+"""Batched inference on cached crops and PCKh of the predictions (both conventions, per joint)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from hourglass.datasets.cache import PoseCache
+from hourglass.device import autocast
+from hourglass.heatmaps import decode, heatmap_to_image
+from hourglass.joints import flip_permutation
+from hourglass.losses import LossKind, to_heatmaps
+from hourglass.metrics import PCKResult, lsp_pck, mpii_pckh
+from hourglass.model import PoseOutput
+
+
+def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (B, S, S, 3) -> float (B, 3, S, S) in [0, 1) (/256 as the anchor), channels-last."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(256.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def iterate_outputs(
+    model: nn.Module,
+    data: PoseCache,
+    indices: Sequence[int] | np.ndarray,
+    *,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    flip: bool = False,
+    progress: str | None = None,
+) -> Iterator[tuple[np.ndarray, PoseOutput]]:
+    """Yield (batch indices, model output) over ``indices`` in eval mode, without augmentation.
+
+    With ``flip`` the output of the mirrored crop is averaged in (heatmaps and embedding).
+    """
+    device = device or next(model.parameters()).device
+    indices = np.asarray(indices, dtype=np.int64)
+    was_training = model.training
+    model.eval()
+    perm = flip_permutation(data.num_joints) if flip else None
+    try:
+        starts = range(0, len(indices), batch_size)
+        for start in tqdm(starts, desc=progress, disable=progress is None, leave=False):
+            idx = indices[start : start + batch_size]
+            x = images_to_tensor(data.images[idx], device)
+            with autocast(device):
+                out = model(x)
+                if perm is not None:
+                    mirrored = model(x.flip(-1))
+                    out = PoseOutput(
+                        (out.heatmaps + mirrored.heatmaps.flip(-1)[:, :, perm]) / 2,
+                        (out.embedding + mirrored.embedding) / 2,
+                        out.pyramid,
+                    )
+            yield idx, out
+    finally:
+        model.train(was_training)
+
+
+def predict_coords(
+    model: nn.Module,
+    data: PoseCache,
+    indices: Sequence[int] | np.ndarray,
+    *,
+    loss: LossKind = "mse",
+    decode_method: str = "parabola",
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    flip: bool = False,
+    progress: str | None = None,
+) -> np.ndarray:
+    """Predicted joints (N, J, 2) in crop pixels for ``indices`` (last stack, decoded)."""
+    size = data.image_size
+    coords = []
+    for _, out in iterate_outputs(
+        model, data, indices, batch_size=batch_size, device=device, flip=flip, progress=progress
+    ):
+        heatmaps = to_heatmaps(out.last, loss)
+        xy, _ = decode(heatmaps, decode_method)  # type: ignore[arg-type]
+        coords.append(heatmap_to_image(xy, size, heatmaps.shape[-1]).cpu().numpy())
+    return np.concatenate(coords) if coords else np.zeros((0, data.num_joints, 2), np.float32)
+
+
+def score(data: PoseCache, indices: np.ndarray, coords: np.ndarray) -> dict[str, PCKResult]:
+    """PCK of predicted crop coordinates in every convention the dataset supports.
+
+    16 joints (MPII order, head-diagonal normaliser): ``standard`` PCKh@0.5 and ``paper``.
+    14 joints (LSP order): ``standard`` = torso PCK@0.2.
+    """
+    gt = data.joints[indices].astype(np.float64)
+    scored = data.visibility[indices] >= 0
+    if data.num_joints == 16 and data.normaliser_kind == "head_diagonal":
+        diag = data.normaliser[indices].astype(np.float64)
+        return {
+            convention: mpii_pckh(coords, gt, scored, head_diag=diag, convention=convention)
+            for convention in ("standard", "paper")
+        }
+    return {"standard": lsp_pck(coords, gt)}
+
+
+def headline(result: PCKResult) -> float:
+    """The one number of a result: MPII ``Mean`` or LSP ``Total`` (percent)."""
+    return float(result.summary[result.headline])

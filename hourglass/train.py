@@ -1,0 +1,283 @@
+"""Fit a stacked hourglass on given crop indices (anchor.md 4; the optimiser is fresh every call).
+
+Adam (paper lr 3e-4, batch 16), ReduceLROnPlateau on the selection loss (factor 0.5, patience 5,
+cooldown 2, min 3e-6), a fixed number of epochs, and the best epoch picked on a given index set.
+Cold start (model as given) or warm start (``init_state``). Auxiliary heads (Learning Loss) train
+beside the pose net on its detached outputs, so their loss never reaches it (stop-gradient).
+Deterministic by seed on CPU; bf16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from hourglass.augment import AugmentConfig, PoseAugmenter
+from hourglass.datasets.cache import PoseCache
+from hourglass.device import autocast, resolve_device
+from hourglass.errors import AlposeError
+from hourglass.evaluate import headline, images_to_tensor, predict_coords, score
+from hourglass.heatmaps import gaussian_targets, image_to_heatmap
+from hourglass.losses import LossKind, per_sample_loss
+from hourglass.model import PoseOutput
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (``train.*`` in the config). Defaults are the paper's."""
+
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    loss: LossKind = "mse"
+    sigma: float = 1.75
+    peak: float = 30.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    plateau_cooldown: int = 2
+    min_lr: float = 3e-6
+    select_by: str = "loss"  # "loss" (anchor) or "pckh" (standard PCKh mean on the selection set)
+    decode: str = "parabola"
+    eval_batch_size: int = 64
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class AuxiliaryHead:
+    """A module trained beside the pose net (e.g. a Learning-Loss head).
+
+    ``module`` receives the pose net's detached :class:`PoseOutput`; ``loss(prediction,
+    per_sample_pose_loss)`` returns a scalar. Its parameters join Adam as a second group.
+    """
+
+    name: str
+    module: nn.Module
+    loss: Callable[[Tensor, Tensor], Tensor]
+    weight: float = 1.0
+
+
+@dataclass
+class EpochLog:
+    """One row of the training history."""
+
+    epoch: int
+    train_loss: float
+    select_loss: float
+    select_pckh: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`; the model passed in holds the best epoch's weights."""
+
+    best_epoch: int
+    best_state: dict[str, Tensor]
+    aux_states: dict[str, dict[str, Tensor]]
+    history: list[EpochLog]
+    seconds: float
+
+
+class NonFiniteLossError(AlposeError):
+    """The loss became NaN/inf; the model was restored to the last good weights."""
+
+    def __init__(self, epoch: int, step: int, kept_epoch: int) -> None:
+        kept = f"epoch {kept_epoch}" if kept_epoch > 0 else "the starting weights"
+        super().__init__(
+            f"loss became NaN/inf in epoch {epoch} (step {step}); kept the last good weights "
+            f"({kept}). Lower train.lr or check the labels."
+        )
+        self.epoch, self.step, self.kept_epoch = epoch, step, kept_epoch
+
+
+def _state(module: nn.Module) -> dict[str, Tensor]:
+    """A detached CPU copy of a state dict (a snapshot that later steps cannot change)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def make_batch(
+    data: PoseCache, idx: np.ndarray, augmenter: PoseAugmenter | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gather (and augment) crops: images (B,S,S,3) uint8, joints (B,J,2), visibility (B,J)."""
+    images, joints, vis = data.images[idx], data.joints[idx], data.visibility[idx]
+    if augmenter is None or not augmenter.cfg.enabled:
+        return images, joints, vis
+    out = [augmenter(images[i], joints[i], vis[i]) for i in range(len(idx))]
+    return (
+        np.stack([o[0] for o in out]),
+        np.stack([o[1] for o in out]),
+        np.stack([o[2] for o in out]),
+    )
+
+
+def batch_targets(
+    joints: np.ndarray,
+    vis: np.ndarray,
+    image_size: int,
+    heatmap_size: int,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """Gaussian targets for a batch: occluded joints get targets, absent ones do not (anchor 2.5)."""
+    xy = image_to_heatmap(torch.from_numpy(joints).float().to(device), image_size, heatmap_size)
+    present = torch.from_numpy(vis >= 0).to(device)
+    return gaussian_targets(xy, present, heatmap_size, cfg.sigma, cfg.peak)
+
+
+def _forward_loss(
+    model: nn.Module,
+    data: PoseCache,
+    idx: np.ndarray,
+    augmenter: PoseAugmenter | None,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> tuple[Tensor, PoseOutput]:
+    """Per-sample pose loss (B,) and the model output for one batch."""
+    images, joints, vis = make_batch(data, idx, augmenter)
+    x = images_to_tensor(images, device)
+    with autocast(device, cfg.amp):
+        out = model(x)
+    targets, has_target = batch_targets(
+        joints, vis, data.image_size, out.heatmaps.shape[-1], cfg, device
+    )
+    return per_sample_loss(out.heatmaps, targets, has_target, cfg.loss), out
+
+
+@torch.no_grad()
+def selection_metrics(
+    model: nn.Module, data: PoseCache, indices: np.ndarray, cfg: TrainConfig, device: torch.device
+) -> tuple[float, float]:
+    """(mean pose loss, standard PCKh mean) on ``indices`` without augmentation."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(indices), cfg.eval_batch_size):
+        idx = indices[start : start + cfg.eval_batch_size]
+        loss, _ = _forward_loss(model, data, idx, None, cfg, device)
+        total += float(loss.sum())
+    coords = predict_coords(
+        model,
+        data,
+        indices,
+        loss=cfg.loss,
+        decode_method=cfg.decode,
+        batch_size=cfg.eval_batch_size,
+        device=device,
+    )
+    pckh = score(data, indices, coords)["standard"]
+    model.train()
+    return total / max(len(indices), 1), headline(pckh)
+
+
+def fit(
+    model: nn.Module,
+    data: PoseCache,
+    train_indices: Sequence[int] | np.ndarray,
+    select_indices: Sequence[int] | np.ndarray,
+    cfg: TrainConfig,
+    *,
+    init_state: dict[str, Tensor] | None = None,
+    aux_heads: Sequence[AuxiliaryHead] = (),
+    progress: bool = True,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train_indices``; keep the epoch best on ``select_indices``.
+
+    Returns the best weights (also loaded into ``model``) and the per-epoch history. Raises
+    :class:`NonFiniteLossError` on a NaN/inf loss after restoring the last good weights.
+    """
+    start_time = time.perf_counter()
+    device = resolve_device(cfg.device)
+    train_indices = np.asarray(train_indices, dtype=np.int64)
+    select_indices = np.asarray(select_indices, dtype=np.int64)
+    if len(train_indices) == 0:
+        raise AlposeError("no training images: the labelled set is empty")
+    if len(select_indices) == 0:
+        raise AlposeError("no images to select the best epoch on: the selection set is empty")
+    torch.manual_seed(cfg.seed)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model.to(device).to(memory_format=torch.channels_last).train()
+    for head in aux_heads:
+        head.module.to(device).train()
+    groups = [{"params": list(model.parameters())}]
+    groups += [{"params": list(h.module.parameters())} for h in aux_heads]
+    optimiser = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser,
+        mode="min",
+        factor=cfg.plateau_factor,
+        patience=cfg.plateau_patience,
+        cooldown=cfg.plateau_cooldown,
+        min_lr=cfg.min_lr,
+    )
+    augmenter = PoseAugmenter(cfg.augment)
+    drop_last = len(train_indices) >= cfg.batch_size
+    best = (math.inf, 0)  # (selection criterion, epoch); lower is better
+    best_state, aux_states = _state(model), {h.name: _state(h.module) for h in aux_heads}
+    history: list[EpochLog] = []
+    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="ep", disable=not progress, leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(train_indices)
+        augmenter.reseed(cfg.seed * 1_000_003 + epoch)
+        n_batches = (
+            len(order) // cfg.batch_size if drop_last else math.ceil(len(order) / cfg.batch_size)
+        )
+        running = torch.zeros((), device=device)
+        for step in range(n_batches):
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            sample_loss, out = _forward_loss(model, data, idx, augmenter, cfg, device)
+            loss = sample_loss.mean()
+            if aux_heads:
+                detached, target = out.detach(), sample_loss.detach()
+                for head in aux_heads:
+                    loss = loss + head.weight * head.loss(head.module(detached), target)
+            if not torch.isfinite(loss):
+                model.load_state_dict(best_state)
+                for head in aux_heads:
+                    head.module.load_state_dict(aux_states[head.name])
+                raise NonFiniteLossError(epoch, step, best[1])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            running += sample_loss.detach().mean()
+        select_loss, select_pckh = selection_metrics(model, data, select_indices, cfg, device)
+        if not math.isfinite(select_loss):
+            model.load_state_dict(best_state)
+            raise NonFiniteLossError(epoch, n_batches, best[1])
+        scheduler.step(select_loss)
+        criterion = select_loss if cfg.select_by == "loss" else -select_pckh
+        if criterion < best[0]:
+            best = (criterion, epoch)
+            best_state = _state(model)
+            aux_states = {h.name: _state(h.module) for h in aux_heads}
+        log = EpochLog(
+            epoch,
+            float(running) / max(n_batches, 1),
+            select_loss,
+            select_pckh,
+            optimiser.param_groups[0]["lr"],
+            time.perf_counter() - t0,
+        )
+        history.append(log)
+        bar.set_postfix(
+            loss=f"{log.train_loss:.4g}", val=f"{select_loss:.4g}", pckh=f"{select_pckh:.1f}"
+        )
+        if on_epoch is not None:
+            on_epoch(log)
+    model.load_state_dict(best_state)
+    for head in aux_heads:
+        head.module.load_state_dict(aux_states[head.name])
+    return FitResult(best[1], best_state, aux_states, history, time.perf_counter() - start_time)

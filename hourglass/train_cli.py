@@ -1,0 +1,135 @@
+"""``alpose train``: fit one stacked hourglass and report PCKh (a Hydra application).
+
+Trains on the dataset's training split, picks the best epoch on ``dataset.select_split``, prints the
+standard PCKh table of every ``dataset.report_splits`` split and writes ``metrics.json`` and the
+best weights into the run directory.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from hourglass.config import config_dir
+from hourglass.errors import AlposeError
+
+
+def train_config(cfg: DictConfig):
+    """The :class:`TrainConfig` of a composed config (``train`` group plus seed and device)."""
+    from hourglass.augment import AugmentConfig
+    from hourglass.train import TrainConfig
+
+    fields = OmegaConf.to_container(cfg.train, resolve=True)
+    augment = AugmentConfig(**fields.pop("augment", {}))
+    return TrainConfig(**fields, augment=augment, seed=int(cfg.seed), device=str(cfg.device))
+
+
+def build_model(model_cfg: DictConfig, joints: int, image_size: int):
+    """A :class:`StackedHourglass` from a ``model`` config, checked against the input size."""
+    from hourglass.model import StackedHourglass
+
+    multiple = 4 * 2 ** int(model_cfg.depth)
+    if image_size % multiple:
+        raise AlposeError(
+            f"input size {image_size} px does not fit model '{model_cfg.name}' (depth "
+            f"{model_cfg.depth} needs a multiple of {multiple}); change dataset.size or model.depth"
+        )
+    return StackedHourglass(
+        stacks=int(model_cfg.stacks),
+        channels=int(model_cfg.channels),
+        depth=int(model_cfg.depth),
+        joints=joints,
+        input_skip=bool(model_cfg.input_skip),
+    )
+
+
+def run_training(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train, evaluate and write the run's files; returns the metrics written to metrics.json."""
+    import torch
+
+    from hourglass.datasets.registry import load_dataset
+    from hourglass.evaluate import headline, predict_coords, score
+    from hourglass.io import save_torch, write_json
+    from hourglass.metrics import format_table
+    from hourglass.model import count_parameters
+    from hourglass.train import NonFiniteLossError, fit
+
+    data = load_dataset(cfg.dataset, cfg.paths.data)
+    tcfg = train_config(cfg)
+    torch.manual_seed(tcfg.seed)
+    model = build_model(cfg.model, data.num_joints, data.image_size)
+    train_idx = data.indices("train")
+    select_idx = data.indices(cfg.dataset.select_split)
+    print(
+        f"alpose train: {cfg.dataset.name} ({len(train_idx)} train / {len(select_idx)} "
+        f"{cfg.dataset.select_split} crops, {data.image_size} px), model {cfg.model.name} "
+        f"({count_parameters(model):,} parameters), {tcfg.epochs} epochs, device {tcfg.device}"
+    )
+    try:
+        result = fit(model, data, train_idx, select_idx, tcfg, progress=bool(cfg.progress))
+    except NonFiniteLossError:
+        save_torch(run_dir / "weights_last_good.pt", model.state_dict())
+        raise
+    save_torch(run_dir / "weights.pt", result.best_state)
+    metrics: dict = {
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.seconds, 2),
+        "train_images_per_second": round(
+            len(train_idx)
+            * len(result.history)
+            / max(sum(h.seconds for h in result.history), 1e-9),
+            1,
+        ),
+        "history": [vars(h) for h in result.history],
+    }
+    for split in cfg.dataset.report_splits:
+        idx = data.indices(split)
+        t0 = time.perf_counter()
+        coords = predict_coords(model, data, idx, loss=tcfg.loss, decode_method=tcfg.decode)
+        results = score(data, idx, coords)
+        metrics[split] = {conv: r.to_json() for conv, r in results.items()}
+        metrics[split]["eval_seconds"] = round(time.perf_counter() - t0, 2)
+        print(f"\n[{split}: {len(idx)} crops]")
+        print(format_table(results["standard"]))
+        if "paper" in results:
+            print(f"paper-convention PCKh (anchor): {headline(results['paper']):.2f}")
+    write_json(run_dir / "metrics.json", metrics)
+    first = cfg.dataset.report_splits[0]
+    std = metrics[first]["standard"]
+    print(
+        f"\n{first} standard PCKh@0.5 Mean: {std.get('Mean', std.get('Total')):.2f}  "
+        f"(best epoch {result.best_epoch}/{tcfg.epochs}, {result.seconds / 60:.1f} min)\n"
+        f"wrote {run_dir / 'metrics.json'}"
+    )
+    return metrics
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the Hydra application with ``argv`` as its command line; returns the exit status."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    status = 0
+
+    @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
+    def _task(cfg: DictConfig) -> None:
+        nonlocal status
+        try:
+            run_training(cfg, Path(HydraConfig.get().runtime.output_dir))
+        except AlposeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            status = 2
+
+    saved = sys.argv
+    sys.argv = ["alpose train", *argv]
+    try:
+        _task()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        sys.argv = saved
+    return status
