@@ -27,7 +27,14 @@ MPII_JOINTS: tuple[str, ...] = (
 MPII_INDEX = {name: i for i, name in enumerate(MPII_JOINTS)}
 
 # Left/right pairs in MPII order; a horizontal flip swaps them.
-MPII_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
+MPII_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
+    (0, 5),
+    (1, 4),
+    (2, 3),
+    (10, 15),
+    (11, 14),
+    (12, 13),
+)
 
 # Skeleton links (parent, child) in MPII order, used for drawing and for the synthetic body.
 MPII_LINKS: tuple[tuple[int, int], ...] = (
