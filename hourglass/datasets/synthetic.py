@@ -34,6 +34,9 @@ import numpy as np
 from hourglass.errors import AlposeError
 from hourglass.joints import MPII_INDEX, MPII_JOINTS
 
+# Bump whenever a change alters rendered bytes or labels for the same config (cache identity).
+GENERATOR_VERSION = 1
+
 FAMILY_NAMES: tuple[str, ...] = (
     "standing",
     "walking",
