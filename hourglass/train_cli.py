@@ -47,6 +47,19 @@ def build_model(model_cfg: DictConfig, joints: int, image_size: int):
     )
 
 
+def _print_epoch(total: int):
+    """One log line per epoch (used when the progress bar is off, e.g. in CI logs)."""
+
+    def show(log) -> None:
+        print(
+            f"epoch {log.epoch}/{total}: train loss {log.train_loss:.4g}, selection loss "
+            f"{log.select_loss:.4g}, PCKh {log.select_pckh:.2f}, lr {log.lr:.2g}, {log.seconds:.1f} s",
+            flush=True,
+        )
+
+    return show
+
+
 def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     """Train, evaluate and write the run's files; returns the metrics written to metrics.json."""
     import torch
@@ -70,7 +83,15 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
         f"({count_parameters(model):,} parameters), {tcfg.epochs} epochs, device {tcfg.device}"
     )
     try:
-        result = fit(model, data, train_idx, select_idx, tcfg, progress=bool(cfg.progress))
+        result = fit(
+            model,
+            data,
+            train_idx,
+            select_idx,
+            tcfg,
+            progress=bool(cfg.progress),
+            on_epoch=None if cfg.progress else _print_epoch(tcfg.epochs),
+        )
     except NonFiniteLossError:
         save_torch(run_dir / "weights_last_good.pt", model.state_dict())
         raise

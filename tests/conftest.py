@@ -35,3 +35,47 @@ def cli(capsys):
         return status, out.out, out.err
 
     return run
+
+
+TINY_SYNTHETIC = {
+    "name": "synthetic",
+    "size": 64,
+    "seed": 7,
+    "splits": {"train": 600, "val": 150, "test": 100},
+    "generator": {},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """A data folder holding the tiny synthetic cache that ``TINY_SYNTHETIC`` names (built once)."""
+    from hourglass.datasets.cache import write_cache
+    from hourglass.datasets.registry import cache_path, synthetic_identity
+    from hourglass.datasets.synthetic_cache import build_synthetic_cache
+
+    data_dir = tmp_path_factory.mktemp("data")
+    cache = build_synthetic_cache(synthetic_identity(TINY_SYNTHETIC), workers=1, progress=False)
+    write_cache(cache_path(TINY_SYNTHETIC, data_dir), cache)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_data_dir):
+    """The tiny synthetic set as a :class:`PoseCache`."""
+    from hourglass.datasets.registry import load_dataset
+
+    return load_dataset(TINY_SYNTHETIC, tiny_data_dir)
+
+
+def tiny_overrides(data_dir: Path, runs: Path) -> list[str]:
+    """Hydra overrides that point ``alpose train`` at the tiny synthetic cache."""
+    s = TINY_SYNTHETIC["splits"]
+    return [
+        f"paths.data={data_dir}",
+        f"paths.runs={runs}",
+        f"dataset.seed={TINY_SYNTHETIC['seed']}",
+        f"dataset.splits.train={s['train']}",
+        f"dataset.splits.val={s['val']}",
+        f"dataset.splits.test={s['test']}",
+        "progress=false",
+    ]

@@ -49,6 +49,8 @@ def test_bad_input_size_is_a_clear_error():
     from hourglass.errors import AlposeError
     from hourglass.train_cli import build_model
 
-    cfg = OmegaConf.create({"name": "m", "stacks": 1, "channels": 16, "depth": 3, "input_skip": True})
+    cfg = OmegaConf.create(
+        {"name": "m", "stacks": 1, "channels": 16, "depth": 3, "input_skip": True}
+    )
     with pytest.raises(AlposeError, match="multiple of 32"):
         build_model(cfg, joints=16, image_size=48)

@@ -26,7 +26,13 @@ def synthetic_identity(cfg: DictConfig | dict) -> dict[str, Any]:
 
     c = _plain(cfg)
     generator = asdict(SyntheticConfig(**{**c.get("generator", {}), "size": c["size"]}))
-    return {"size": c["size"], "seed": c["seed"], "splits": c["splits"], "generator": generator}
+    return {
+        "size": c["size"],
+        "seed": c["seed"],
+        "splits": c["splits"],
+        "generator": generator,
+        "generator_version": GENERATOR_VERSION,
+    }
 
 
 def cache_path(cfg: DictConfig | dict, data_dir: str | Path) -> Path:

@@ -19,6 +19,7 @@ def build_synthetic_cache(
 ) -> PoseCache:
     """Render every split of ``identity`` (see ``registry.synthetic_identity``) into one cache."""
     gen = SyntheticConfig(**identity["generator"])
+    gen.validate()
     parts: dict[str, list[np.ndarray]] = {
         k: [] for k in ("images", "joints", "visibility", "head_boxes", "family", "split")
     }
