@@ -20,7 +20,7 @@ demo: install  ## render the synthetic set (once) and train the small model on C
 	$(BIN)/alpose prepare synthetic
 	$(BIN)/alpose train
 
-test: install  ## the test suite (about N minutes on 2 cores)
+test: install  ## the test suite (about 1 minute on 2 cores)
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -16,11 +16,38 @@ from hourglass.errors import AlposeError
 # name -> (one-line help, module path, function name). Modules are imported lazily so that
 # `alpose evaluate` does not pay for importing torch.
 ARGPARSE_COMMANDS: dict[str, tuple[str, str, str]] = {
-    "evaluate": ("score a prediction file against MPII/LSP ground truth", "hourglass.evaluate_cli", "register"),
-    "prepare": ("render or convert a dataset into the HDF5 crop cache", "hourglass.prepare_cli", "register"),
+    "evaluate": (
+        "score a prediction file against MPII/LSP ground truth",
+        "hourglass.evaluate_cli",
+        "register",
+    ),
+    "table": (
+        "mean +- sd, paired t-tests and learning curves of an experiment",
+        "active.table_cli",
+        "register",
+    ),
+    "status": (
+        "list which (acquirer, seed, cycle) cells of an experiment are done",
+        "active.status_cli",
+        "register",
+    ),
+    "prepare": (
+        "render or convert a dataset into the HDF5 crop cache",
+        "hourglass.prepare_cli",
+        "register",
+    ),
 }
 HYDRA_COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("train a stacked hourglass (Hydra overrides: dataset=..., model=..., train.epochs=...)", "hourglass.train_cli", "main"),
+    "run": (
+        "run an active-learning experiment (Hydra: experiment=quickstart, acquirers=[...], seeds=[...])",
+        "active.run_cli",
+        "main",
+    ),
+    "train": (
+        "train a stacked hourglass (Hydra overrides: dataset=..., model=..., train.epochs=...)",
+        "hourglass.train_cli",
+        "main",
+    ),
 }
 
 

@@ -22,7 +22,7 @@ def synthetic_identity(cfg: DictConfig | dict) -> dict[str, Any]:
     """Everything that determines the synthetic cache's bytes."""
     from dataclasses import asdict
 
-    from hourglass.datasets.synthetic import SyntheticConfig
+    from hourglass.datasets.synthetic import GENERATOR_VERSION, SyntheticConfig
 
     c = _plain(cfg)
     generator = asdict(SyntheticConfig(**{**c.get("generator", {}), "size": c["size"]}))

@@ -1,0 +1,1 @@
+"""Acquirers: small objects with one method, ``select(ctx, k) -> indices``."""
