@@ -1,0 +1,90 @@
+"""Core-Set by k-center greedy on the pooled embedding (anchor.md 6.2; Sener & Savarese, ICLR 2018).
+
+Every unlabelled point starts at its Euclidean distance to the nearest labelled point; each pick
+takes the farthest point (ties: lowest position) and lowers every distance by the new centre.
+Unlike the anchor, the initial distances are taken a chunk of centres at a time, so memory stays
+O(pool x chunk) instead of a full pool x labelled matrix. Points are centred on the pool mean first:
+ReLU features share a large offset, and float32 ``cdist`` (matrix-product form) loses digits to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from active.acquirers.base import AcquisitionContext
+
+
+def nearest_centre_distance(pool: Tensor, centres: Tensor, chunk: int = 4096) -> Tensor:
+    """(U,) distance of each pool row to its nearest centre, ``chunk`` centres at a time (inf if none)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    best = torch.full((pool.shape[0],), float("inf"), dtype=pool.dtype, device=pool.device)
+    for start in range(0, centres.shape[0], chunk):
+        block = torch.cdist(pool, centres[start : start + chunk])
+        best = torch.minimum(best, block.min(dim=1).values)
+    return best
+
+
+def k_center_greedy(
+    pool: Tensor, centres: Tensor, k: int, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick ``k`` rows of ``pool`` (U,D) by k-center greedy from ``centres`` (L,D).
+
+    Returns (positions into ``pool`` in pick order, each pick's distance to its nearest centre at
+    pick time). With no centres the first pick is position 0 with score inf.
+    """
+    if pool.ndim != 2 or centres.ndim != 2 or (len(centres) and centres.shape[1] != pool.shape[1]):
+        raise ValueError(
+            f"pool {tuple(pool.shape)} and centres {tuple(centres.shape)} must be (N, D)"
+        )
+    if not 0 <= k <= pool.shape[0]:
+        raise ValueError(f"k={k} outside [0, {pool.shape[0]}] (the pool size)")
+    offset = pool.mean(dim=0)  # centring keeps cdist's |x|^2 + |y|^2 - 2xy from cancelling
+    pool, centres = pool - offset, centres.to(pool) - offset
+    min_dist = nearest_centre_distance(pool, centres, chunk)
+    picks = torch.empty(k, dtype=torch.long, device=pool.device)
+    scores = torch.empty(k, dtype=pool.dtype, device=pool.device)
+    for i in range(k):  # each step is vectorised over the pool and stays on the device (no sync)
+        pick = torch.argmax(min_dist)  # first maximum: the lowest position wins ties
+        picks[i], scores[i] = pick, min_dist[pick]
+        step = torch.linalg.vector_norm(pool - pool[pick], dim=1)
+        min_dist = torch.minimum(min_dist, step)
+        min_dist[pick] = float("-inf")  # never picked twice, even among exact duplicates
+    return picks.cpu().numpy(), scores.float().cpu().numpy()
+
+
+class CoreSetAcquirer:
+    """k-center greedy on ``PoseOutput.embedding`` of the labelled and unlabelled rows.
+
+    ``batch_size`` overrides ``ctx.batch_size`` for inference; ``chunk`` bounds the centres per
+    distance block. ``last_scores`` holds each pick's min-distance at pick time.
+    """
+
+    def __init__(self, batch_size: int | None = None, chunk: int = 4096) -> None:
+        self.batch_size = batch_size
+        self.chunk = chunk
+        self.last_scores: np.ndarray = np.zeros(0)
+
+    def embed(self, ctx: AcquisitionContext) -> tuple[Tensor, Tensor]:
+        """(unlabelled, labelled) embeddings on ``ctx.device``, from one inference pass."""
+        if self.batch_size is not None:
+            ctx = dataclasses.replace(ctx, batch_size=self.batch_size)
+        unlabelled = np.asarray(ctx.unlabelled, dtype=np.int64)
+        rows = np.concatenate([unlabelled, np.asarray(ctx.labelled, dtype=np.int64)])
+        emb = ctx.infer(rows, embedding=True).embedding
+        return emb[: len(unlabelled)], emb[len(unlabelled) :]
+
+    def select(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
+        """Return ``min(k, len(ctx.unlabelled))`` unlabelled cache indices in pick order."""
+        unlabelled = np.asarray(ctx.unlabelled, dtype=np.int64)
+        k = min(int(k), len(unlabelled))
+        if k == 0:
+            self.last_scores = np.zeros(0, dtype=np.float32)
+            return unlabelled[:0]
+        pool, centres = self.embed(ctx)
+        positions, self.last_scores = k_center_greedy(pool, centres, k, self.chunk)
+        return unlabelled[positions]
