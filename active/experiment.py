@@ -1,0 +1,351 @@
+"""The acquisition-cycle loop: every (acquirer, seed) cell of an experiment, resumable at any moment.
+
+Pairing by construction: for seed ``s`` the initial labelled set and the initial weights depend on
+``s`` alone, and cycle 0 (training on the initial set) is trained once per seed, in
+``_initial/seed_<s>/``, and shared by every acquirer. Each later cycle: select with the previous
+cycle's model, train (warm or cold start by protocol), evaluate both PCKh conventions per joint,
+save. Every write is atomic and ``state.json`` is written last, so a run killed at any moment
+resumes from its last finished cycle and, on CPU, ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from active.acquirers.base import AcquisitionContext
+from active.layout import INITIAL, METRIC_COLUMNS, joint_columns, seed_dir
+from hourglass.datasets.cache import PoseCache
+from hourglass.device import resolve_device
+from hourglass.errors import AlposeError
+from hourglass.evaluate import headline, predict_coords, score
+from hourglass.io import atomic_path, save_torch, write_json
+from hourglass.train import FitResult, TrainConfig, fit
+
+# Seed-stream tags, so that the streams of one seed never collide.
+_INITIAL_SET, _HOLDOUT, _ACQUIRE, _SUBSAMPLE = 11, 13, 17, 19
+
+
+@dataclass
+class Protocol:
+    """How cycles train and where they are judged (``protocol.*``; see DESIGN.md).
+
+    paper: warm start, best epoch chosen on the report split and reported there (the anchor, B7).
+    standard: cold or warm start, best epoch chosen on a fixed held-out slice of the labelled data,
+    reported on the untouched report split.
+    """
+
+    name: str = "standard"
+    warm_start: bool = False
+    selection: str = "holdout"  # "holdout" (slice of the labelled set) or a split name
+    holdout_fraction: float = 0.2
+    report_split: str = "test"
+
+
+@dataclass
+class Plan:
+    """The schedule of one experiment: labelled budgets per cycle and epochs."""
+
+    budgets: list[int]
+    epochs_first: int
+    epochs_later: int
+    pool_subsample: int | None = None
+
+    @property
+    def cycles(self) -> int:
+        return len(self.budgets)
+
+
+@dataclass
+class CellState:
+    """Resume point of one (acquirer, seed) cell, stored as ``state.json``."""
+
+    cycle: int = -1  # last finished cycle
+    labelled: list[int] = field(default_factory=list)  # labelled set for the NEXT cycle
+    acquisition_seconds: float = 0.0  # time of the selection that built ``labelled``
+
+
+def plan_from_config(cfg: DictConfig, pool_size: int) -> Plan:
+    """Budgets (explicit list, or initial + k per cycle) checked against the pool before training."""
+    if cfg.budgets:
+        budgets = [int(b) for b in cfg.budgets]
+    else:
+        budgets = [int(cfg.initial) + i * int(cfg.per_cycle) for i in range(int(cfg.cycles) + 1)]
+    if any(b <= 0 for b in budgets) or any(
+        b2 <= b1 for b1, b2 in zip(budgets, budgets[1:], strict=False)
+    ):
+        raise AlposeError(f"budgets must be positive and increasing, got {budgets}")
+    if budgets[-1] > pool_size:
+        raise AlposeError(
+            f"the last budget ({budgets[-1]} persons) is larger than the unlabelled pool "
+            f"({pool_size} persons); lower the budgets or use a larger training split"
+        )
+    sub = cfg.get("pool_subsample")
+    return Plan(budgets, int(cfg.epochs_first), int(cfg.epochs_later), int(sub) if sub else None)
+
+
+def initial_labelled(pool: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """The seed's initial labelled set: ``n`` pool rows drawn uniformly (depends on seed alone)."""
+    return np.sort(np.random.default_rng([seed, _INITIAL_SET]).choice(pool, n, replace=False))
+
+
+def split_holdout(
+    labelled: np.ndarray, seed: int, fraction: float, pool_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, selection) parts of ``labelled``: a fixed per-row coin (by seed), so a row never moves."""
+    keys = np.random.default_rng([seed, _HOLDOUT]).random(pool_size)
+    held = keys[labelled] < fraction
+    if held.all() or not held.any():  # tiny sets: keep at least one row on each side
+        held = np.zeros(len(labelled), bool)
+        held[np.argmin(keys[labelled])] = True
+    return labelled[~held], labelled[held]
+
+
+def model_seed(seed: int) -> int:
+    """Torch seed of a seed's initial weights (shared by every acquirer and every cold start)."""
+    return 1_000_003 * seed + 7
+
+
+def train_seed(seed: int, cycle: int) -> int:
+    """Seed of cycle ``cycle``'s data order and augmentation."""
+    return 10_007 * seed + cycle
+
+
+class Experiment:
+    """One experiment: its config, data, model factory and result folder."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        data: PoseCache,
+        build_model: Callable[[], torch.nn.Module],
+        train_cfg: TrainConfig,
+        acquirers: dict[str, Any],
+        root: Path,
+    ) -> None:
+        self.cfg, self.data, self.build_model, self.train_cfg = cfg, data, build_model, train_cfg
+        self.acquirers, self.root = acquirers, root
+        self.protocol = Protocol(**OmegaConf.to_container(cfg.protocol, resolve=True))
+        self.pool = data.indices("train")
+        self.plan = plan_from_config(cfg, len(self.pool))
+        self.report_idx = data.indices(self.protocol.report_split)
+        self.device = resolve_device(str(cfg.device))
+        self.progress = bool(cfg.progress)
+
+    # -- one cycle -------------------------------------------------------------------------
+    def _selection_indices(self, labelled: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        p = self.protocol
+        if p.selection == "holdout":
+            return split_holdout(labelled, seed, p.holdout_fraction, len(self.data))
+        return labelled, self.data.indices(p.selection)
+
+    def _fresh_model(self, seed: int) -> torch.nn.Module:
+        torch.manual_seed(model_seed(seed))
+        return self.build_model()
+
+    def train_cycle(
+        self, seed: int, cycle: int, labelled: np.ndarray, previous: Path | None
+    ) -> tuple[torch.nn.Module, FitResult]:
+        """Train cycle ``cycle`` on ``labelled`` (warm from ``previous`` when the protocol says so)."""
+        model = self._fresh_model(seed)
+        init = None
+        if previous is not None and self.protocol.warm_start:
+            init = torch.load(previous, map_location="cpu", weights_only=True)["model"]
+        train_idx, select_idx = self._selection_indices(labelled, seed)
+        epochs = self.plan.epochs_first if cycle == 0 else self.plan.epochs_later
+        tcfg = TrainConfig(
+            **{**vars(self.train_cfg), "epochs": epochs, "seed": train_seed(seed, cycle)}
+        )
+        result = fit(
+            model, self.data, train_idx, select_idx, tcfg, init_state=init, progress=self.progress
+        )
+        return model, result
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Both conventions, per joint, on the report split."""
+        coords = predict_coords(
+            model,
+            self.data,
+            self.report_idx,
+            loss=self.train_cfg.loss,
+            decode_method=self.train_cfg.decode,
+            device=self.device,
+        )
+        results = score(self.data, self.report_idx, coords)
+        row: dict[str, Any] = {"pckh_standard": headline(results["standard"])}
+        paper = results.get("paper", results["standard"])
+        row["pckh_paper"] = headline(paper)
+        for conv, res in (("standard", results["standard"]), ("paper", paper)):
+            row.update(
+                {
+                    f"{conv}_{j}": float(v)
+                    for j, v in zip(res.joint_names, res.per_joint, strict=True)
+                }
+            )
+        return row
+
+    def _row(
+        self, cycle: int, labelled: int, result: FitResult, metrics: dict, acq_seconds: float
+    ) -> dict:
+        return {
+            "cycle": cycle,
+            "labelled": labelled,
+            **{k: metrics[k] for k in ("pckh_standard", "pckh_paper")},
+            "epochs": len(result.history),
+            "best_epoch": result.best_epoch,
+            "train_seconds": round(result.seconds, 3),
+            "acquisition_seconds": round(acq_seconds, 3),
+            **{k: v for k, v in metrics.items() if k not in ("pckh_standard", "pckh_paper")},
+        }
+
+    # -- cells -----------------------------------------------------------------------------
+    def run_initial(self, seed: int) -> None:
+        """Cycle 0 of ``seed`` (shared by every acquirer); skipped when already done."""
+        folder = seed_dir(self.root.parent, self.root.name, INITIAL, seed)
+        if load_state(folder).cycle >= 0:
+            return
+        labelled = initial_labelled(self.pool, self.plan.budgets[0], seed)
+        model, result = self.train_cycle(seed, 0, labelled, None)
+        row = self._row(0, len(labelled), result, self.evaluate(model), 0.0)
+        save_torch(folder / "checkpoints" / "cycle_0.pt", {"model": result.best_state})
+        write_rows(folder / "metrics.csv", [row], self.data.joint_names)
+        save_state(folder, CellState(0, labelled.tolist(), 0.0))
+
+    def run_cell(self, name: str, seed: int) -> None:
+        """All cycles of (acquirer ``name``, ``seed``), from its last finished cycle on."""
+        folder = seed_dir(self.root.parent, self.root.name, name, seed)
+        initial = seed_dir(self.root.parent, self.root.name, INITIAL, seed)
+        state = load_state(folder)
+        rows = [r for r in read_rows(folder / "metrics.csv") if int(r["cycle"]) <= state.cycle]
+        acquirer = self.acquirers[name]
+        for cycle in range(state.cycle + 1, self.plan.cycles):
+            if cycle == 0:
+                self.run_initial(seed)
+                rows = read_rows(initial / "metrics.csv")
+                labelled = np.asarray(load_state(initial).labelled, np.int64)
+                checkpoint = initial / "checkpoints" / "cycle_0.pt"
+                model = self._fresh_model(seed)
+                model.load_state_dict(
+                    torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+                )
+            else:
+                labelled = np.asarray(state.labelled, np.int64)
+                previous = folder / "checkpoints" / f"cycle_{cycle - 1}.pt"
+                if cycle == 1:
+                    previous = initial / "checkpoints" / "cycle_0.pt"
+                model, result = self.train_cycle(seed, cycle, labelled, previous)
+                rows.append(
+                    self._row(
+                        cycle,
+                        len(labelled),
+                        result,
+                        self.evaluate(model),
+                        state.acquisition_seconds,
+                    )
+                )
+                save_torch(
+                    folder / "checkpoints" / f"cycle_{cycle}.pt", {"model": result.best_state}
+                )
+            next_labelled, seconds = labelled, 0.0
+            if cycle + 1 < self.plan.cycles:
+                k = self.plan.budgets[cycle + 1] - self.plan.budgets[cycle]
+                next_labelled, seconds = self.acquire(
+                    acquirer, model, labelled, seed, cycle + 1, k, folder
+                )
+            write_rows(folder / "metrics.csv", rows, self.data.joint_names)
+            state = CellState(cycle, np.asarray(next_labelled).tolist(), seconds)
+            save_state(folder, state)
+
+    def acquire(
+        self,
+        acquirer: Any,
+        model: torch.nn.Module,
+        labelled: np.ndarray,
+        seed: int,
+        cycle: int,
+        k: int,
+        folder: Path,
+    ) -> tuple[np.ndarray, float]:
+        """Let the acquirer pick ``k`` new rows for ``cycle``; saves the picks and their scores."""
+        t0 = time.perf_counter()
+        unlabelled = np.setdiff1d(self.pool, labelled)
+        rng = np.random.default_rng([seed, _ACQUIRE, cycle])
+        if self.plan.pool_subsample and len(unlabelled) > self.plan.pool_subsample:
+            sub_rng = np.random.default_rng([seed, _SUBSAMPLE, cycle])
+            unlabelled = np.sort(
+                sub_rng.choice(unlabelled, self.plan.pool_subsample, replace=False)
+            )
+        if k > len(unlabelled):
+            raise AlposeError(
+                f"cycle {cycle} needs {k} new persons but only {len(unlabelled)} are unlabelled"
+            )
+        ctx = AcquisitionContext(
+            model=model.to(self.device),
+            data=self.data,
+            labelled=labelled,
+            unlabelled=unlabelled,
+            rng=rng,
+            device=self.device,
+            loss=self.train_cfg.loss,
+            batch_size=self.train_cfg.eval_batch_size,
+            progress=self.progress,
+        )
+        picks = np.asarray(acquirer.select(ctx, k), dtype=np.int64)
+        check_picks(picks, unlabelled, k, type(acquirer).__name__)
+        scores = np.asarray(getattr(acquirer, "last_scores", np.zeros(k)), dtype=np.float64)
+        seconds = time.perf_counter() - t0
+        with atomic_path(folder / "selections" / f"cycle_{cycle}.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, np.rec.fromarrays([picks, scores[: len(picks)]], names="index,score"))
+        return np.sort(np.concatenate([labelled, picks])), seconds
+
+
+def check_picks(picks: np.ndarray, unlabelled: np.ndarray, k: int, who: str) -> None:
+    """An acquirer must return ``k`` distinct unlabelled rows; anything else is its bug, named."""
+    if len(picks) != k or len(np.unique(picks)) != k or not np.isin(picks, unlabelled).all():
+        raise AlposeError(
+            f"acquirer {who} returned {len(picks)} indices ({len(np.unique(picks))} distinct, "
+            f"{int(np.isin(picks, unlabelled).sum())} unlabelled); it must return {k} distinct unlabelled indices"
+        )
+
+
+# -- files ----------------------------------------------------------------------------------
+def load_state(folder: Path) -> CellState:
+    """The cell's resume point (a fresh state when none was written yet)."""
+    path = folder / "state.json"
+    if not path.is_file():
+        return CellState()
+    return CellState(**json.loads(path.read_text()))
+
+
+def save_state(folder: Path, state: CellState) -> None:
+    write_json(folder / "state.json", vars(state))
+
+
+def write_rows(path: Path, rows: list[dict], joint_names: tuple[str, ...]) -> None:
+    """Write ``metrics.csv`` atomically (the fixed columns, then per-joint ones)."""
+    columns = [*METRIC_COLUMNS, *joint_columns(joint_names)]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
+
+
+def _fmt(value: Any) -> Any:
+    return repr(float(value)) if isinstance(value, float | np.floating) else value
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,150 @@
+"""The cycle loop: pairing, determinism, resume after SIGKILL, and refusals with one clear line."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+TIMING = {"train_seconds", "acquisition_seconds"}
+
+
+def alpose(*args, wait=True):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, str(REPO / "scripts" / "alpose"), *map(str, args)]
+    if not wait:
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def smoke(runs, data, *extra):
+    return [
+        "run",
+        "experiment=smoke",
+        f"paths.runs={runs}",
+        f"paths.data={data}",
+        "progress=false",
+        *extra,
+    ]
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)]
+
+
+def results(root):
+    """Every metrics.csv (timing columns dropped) and every selection file under an experiment."""
+    out = {}
+    for path in sorted(root.rglob("metrics.csv")):
+        out[str(path.relative_to(root))] = rows(path)
+    for path in sorted(root.rglob("selections/*.npy")):
+        out[str(path.relative_to(root))] = np.load(path).tolist()
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("smoke-data")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+    """One uninterrupted smoke experiment (2 acquirers x 2 seeds x 3 cycles)."""
+    runs = tmp_path_factory.mktemp("reference")
+    r = alpose(*smoke(runs, data_dir))
+    assert r.returncode == 0, r.stderr
+    return runs / "smoke"
+
+
+def test_acquirers_of_a_seed_share_the_initial_set_and_first_model(reference):
+    for seed in (0, 1):
+        first = {
+            acq: rows(reference / acq / f"seed_{seed}" / "metrics.csv")[0]
+            for acq in ("random", "coreset")
+        }
+        assert first["random"] == first["coreset"]
+        assert first["random"] == rows(reference / "_initial" / f"seed_{seed}" / "metrics.csv")[0]
+        assert not (reference / "random" / f"seed_{seed}" / "checkpoints" / "cycle_0.pt").exists()
+    from active.experiment import initial_labelled
+
+    pool = np.arange(160)
+    assert np.array_equal(initial_labelled(pool, 24, 0), initial_labelled(pool, 24, 0))
+    assert not np.array_equal(initial_labelled(pool, 24, 0), initial_labelled(pool, 24, 1))
+
+
+def test_every_cycle_is_recorded_with_both_metrics_and_selections(reference):
+    table = rows(reference / "coreset" / "seed_0" / "metrics.csv")
+    assert [int(r["cycle"]) for r in table] == [0, 1, 2]
+    assert [int(r["labelled"]) for r in table] == [24, 36, 48]
+    assert all(0 <= float(r["pckh_standard"]) <= 100 and r["paper_head_top"] != "" for r in table)
+    picks = np.load(reference / "coreset" / "seed_0" / "selections" / "cycle_1.npy")
+    assert len(picks) == 12 and len(np.unique(picks["index"])) == 12
+    assert np.all(np.diff(picks["score"]) <= 1e-9)  # core-set picks in decreasing distance
+
+
+def test_same_seed_same_selections_and_numbers(reference, tmp_path, data_dir):
+    r = alpose(*smoke(tmp_path, data_dir))
+    assert r.returncode == 0, r.stderr
+    assert results(tmp_path / "smoke") == results(reference)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(reference, tmp_path, data_dir):
+    proc = alpose(*smoke(tmp_path, data_dir), wait=False)
+    marker = tmp_path / "smoke" / "random" / "seed_0" / "checkpoints" / "cycle_1.pt"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = (tmp_path / "smoke" / "coreset" / "seed_1" / "state.json").exists()
+    assert not done
+    r = alpose(*smoke(tmp_path, data_dir))
+    assert r.returncode == 0, r.stderr
+    assert results(tmp_path / "smoke") == results(reference)
+    # The same command once more resumes nothing and changes nothing.
+    r = alpose(*smoke(tmp_path, data_dir))
+    assert r.returncode == 0 and results(tmp_path / "smoke") == results(reference)
+
+
+def _one_error_line(r):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_budget_above_the_pool_is_refused_before_training(tmp_path, data_dir):
+    line = _one_error_line(alpose(*smoke(tmp_path, data_dir, "initial=150", "per_cycle=20")))
+    assert "larger than the unlabelled pool (160 persons)" in line
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_unknown_acquirer_lists_the_known_ones(tmp_path, data_dir):
+    line = _one_error_line(alpose(*smoke(tmp_path, data_dir, "acquirers=[random,oracle]")))
+    assert "unknown acquirer 'oracle'" in line and "random" in line and "coreset" in line
+
+
+def test_changed_config_is_refused_naming_the_keys(reference, tmp_path, data_dir):
+    r = alpose(*smoke(tmp_path, data_dir, "acquirers=[random]", "seeds=[0]"))
+    assert r.returncode == 0, r.stderr
+    line = _one_error_line(
+        alpose(*smoke(tmp_path, data_dir, "acquirers=[random]", "seeds=[0]", "epochs_later=3"))
+    )
+    assert "epochs_later" in line and "fresh=true" in line
+    r = alpose(
+        *smoke(
+            tmp_path, data_dir, "acquirers=[random]", "seeds=[0]", "epochs_later=3", "fresh=true"
+        )
+    )
+    assert r.returncode == 0, r.stderr
+    assert list(tmp_path.glob("smoke.old-*"))
