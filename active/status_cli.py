@@ -1,0 +1,96 @@
+"""``alpose status RUN_DIR``: which (acquirer, seed, cycle) cells of an experiment are done.
+
+A cell is done when its row is in ``<acquirer>/seed_<s>/metrics.csv``. Expected cycles are
+0..len(budgets)-1 when ``config.yaml`` lists budgets, else 0..the largest cycle seen anywhere;
+expected seeds and acquirers come from ``config.yaml`` where it lists them, plus any found.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from active import report, stats
+from hourglass.errors import AlposeError
+
+DONE, MISSING = "#", "."
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Done cycles per (acquirer, seed) against the expected grid."""
+
+    acquirers: tuple[str, ...]
+    seeds: tuple[int, ...]
+    cycles: tuple[int, ...]
+    done: dict[tuple[str, int], set[int]]
+
+    @property
+    def expected(self) -> int:
+        return len(self.acquirers) * len(self.seeds) * len(self.cycles)
+
+    @property
+    def finished(self) -> int:
+        return sum(
+            len(self.done.get((a, s), set()) & set(self.cycles))
+            for a in self.acquirers
+            for s in self.seeds
+        )
+
+
+def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """Add the flags of ``alpose status``; returns the function that runs it."""
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", type=Path, help="experiment folder (runs/<experiment>)"
+    )
+    return run
+
+
+def collect(run_dir: Path) -> Progress:
+    """Read every metrics.csv's cycles and the expected grid from config.yaml or the results."""
+    if not run_dir.is_dir():
+        raise AlposeError(f"experiment folder not found: {run_dir} (run `alpose run` first)")
+    done: dict[tuple[str, int], set[int]] = {}
+    for acquirer, seed, path in stats.result_files(run_dir):
+        done[(acquirer, seed)] = {int(float(r["cycle"])) for r in stats.read_metrics(path)}
+    info = report.read_experiment_info(run_dir)
+    acquirers = sorted({a for a, _ in done} | set(info.acquirers or ()))
+    seeds = sorted({s for _, s in done} | set(info.seeds or ()))
+    seen = max((c for cycles in done.values() for c in cycles), default=-1)
+    last = len(info.budgets) - 1 if info.budgets else seen
+    cycles = tuple(range(max(last, seen) + 1))
+    return Progress(tuple(acquirers), tuple(seeds), cycles, done)
+
+
+def render(progress: Progress, run_dir: Path) -> str:
+    """One line per (acquirer, seed): a mark per cycle, the count, the missing cycles."""
+    p = progress
+    if not p.expected:
+        return f"{run_dir}: no finished cycles yet (run `alpose run` first)\n"
+    width = max(len("acquirer"), *(len(a) for a in p.acquirers))
+    lines = [
+        f"{run_dir}: {len(p.acquirers)} acquirers x {len(p.seeds)} seeds x {len(p.cycles)} cycles "
+        f"({p.cycles[0]}-{p.cycles[-1]}); {DONE} done, {MISSING} missing",
+        f"{'acquirer':<{width}}  {'seed':>6}  cycles",
+    ]
+    for a in p.acquirers:
+        for s in p.seeds:
+            got = p.done.get((a, s), set())
+            marks = "".join(DONE if c in got else MISSING for c in p.cycles)
+            missing = [str(c) for c in p.cycles if c not in got]
+            tail = f"  missing: {','.join(missing)}" if missing else ""
+            lines.append(
+                f"{a:<{width}}  {s:>6}  {marks}  {len(p.cycles) - len(missing)}/{len(p.cycles)}{tail}"
+            )
+    lines.append(
+        f"done {p.finished} of {p.expected} (acquirer, seed, cycle) cells; {p.expected - p.finished} missing"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the progress grid; exit 0 whether or not the experiment is complete."""
+    print(render(collect(args.run_dir), args.run_dir), end="")
+    return 0

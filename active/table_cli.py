@@ -1,0 +1,79 @@
+"""``alpose table RUN_DIR``: mean ± σ, paired one-tailed t-tests and learning-curve AUC of an experiment.
+
+Reads ``RUN_DIR/<acquirer>/seed_<s>/metrics.csv`` (``active/layout.py``), prints the markdown
+table and writes ``table.md``, ``table.tex``, ``table.csv``, ``auc.csv`` and ``curves.png``
+(formats in :mod:`active.report`) into ``--out`` (default: RUN_DIR itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from active import report, stats
+from hourglass.errors import AlposeError
+
+METRIC_FLAGS = {"standard": "pckh_standard", "paper": "pckh_paper"}
+DEFAULT_REFERENCE = "random"
+
+
+def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """Add the flags of ``alpose table``; returns the function that runs it."""
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", type=Path, help="experiment folder (runs/<experiment>)"
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="ACQ",
+        help=f"acquirer every other one is tested against (default: {DEFAULT_REFERENCE} if present, "
+        "else the first acquirer; the paper tables use egl_pp with --alternative reference-better)",
+    )
+    parser.add_argument(
+        "--alternative",
+        choices=stats.ALTERNATIVES,
+        default="beats-reference",
+        help="H1 of the one-tailed paired t-test: beats-reference (acquirer > reference, default) or "
+        "reference-better (reference > acquirer, as in the EGL++ tables)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=0.1,
+        help="significance level; p < alpha is bold (default 0.1)",
+    )
+    parser.add_argument(
+        "--metric",
+        choices=tuple(METRIC_FLAGS),
+        default="standard",
+        help="standard PCKh@0.5 (default) or the paper's lenient PCKh (compare with published numbers)",
+    )
+    parser.add_argument("--out", type=Path, help="folder for the report files (default: RUN_DIR)")
+    return run
+
+
+def pick_reference(acquirers: tuple[str, ...], requested: str | None) -> str:
+    """The requested reference, else random, else the first acquirer; AlposeError if unknown."""
+    if requested is None:
+        return DEFAULT_REFERENCE if DEFAULT_REFERENCE in acquirers else acquirers[0]
+    if requested not in acquirers:
+        raise AlposeError(
+            f"unknown reference acquirer '{requested}'; acquirers found: {', '.join(acquirers)}"
+        )
+    return requested
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the results, run the statistics, write the reports, print the markdown table."""
+    if not 0 < args.alpha < 1:
+        raise AlposeError(f"--alpha must lie strictly between 0 and 1, got {args.alpha}")
+    results = stats.load_results(args.run_dir)
+    cube = stats.to_cube(results, METRIC_FLAGS[args.metric])
+    reference = pick_reference(cube.acquirers, args.reference)
+    info = report.read_experiment_info(args.run_dir)
+    table = report.build_table(cube, info, reference, args.alternative, args.alpha)
+    written = report.write_reports(table, args.out or args.run_dir)
+    print(report.render_markdown(table), end="")
+    print(f"wrote {', '.join(p.name for p in written)} to {written[0].parent}", file=sys.stderr)
+    return 0
