@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # where one is provided locally and the matching CUDA build on a GPU machine.
 TORCH  := torch==2.13.0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo train-demo test lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,11 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-demo: install  ## render the synthetic set (once) and train the small model on CPU; prints PCKh
-	$(BIN)/alpose prepare synthetic
+demo: install  ## the CPU quickstart (5 seeds x every acquirer x 6 budgets), then its table
+	$(BIN)/alpose run
+	$(BIN)/alpose table runs/quickstart
+
+train-demo: install  ## one training run of the small hourglass on the synthetic set; prints PCKh
 	$(BIN)/alpose train
 
 test: install  ## the test suite (about 1 minute on 2 cores)

@@ -148,3 +148,16 @@ def test_changed_config_is_refused_naming_the_keys(reference, tmp_path, data_dir
     )
     assert r.returncode == 0, r.stderr
     assert list(tmp_path.glob("smoke.old-*"))
+
+
+def test_an_acquirer_plugs_in_from_the_command_line(tmp_path, data_dir):
+    target = "acquirer._target_=active.acquirers.random.RandomAcquirer"
+    r = alpose(
+        *smoke(tmp_path, data_dir, "acquirers=[]", "seeds=[0]", target, "acquirer.name=mine")
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(rows(tmp_path / "smoke" / "mine" / "seed_0" / "metrics.csv")) == 3
+    line = _one_error_line(
+        alpose(*smoke(tmp_path / "b", data_dir, "acquirers=[]", "acquirer._target_=no.such.Thing"))
+    )
+    assert "no.such.Thing" in line

@@ -244,3 +244,19 @@ def test_preview_grid_and_skeleton_colours(tmp_path):
     back = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     assert np.array_equal(back, grid)
     assert [p.name for p in path.parent.iterdir()] == ["grid.png"]  # no temp file left
+
+
+def test_clips_share_person_and_scene_but_move_and_stay_deterministic():
+    cfg = SyntheticConfig(clip_length=4)
+    train = render_split("train", 8, 5, cfg)
+    assert (train.family[:4] == train.family[0]).all() and (
+        train.family[4:] == train.family[4]
+    ).all()
+    moved = np.abs(train.joints[1:4] - train.joints[0]).max(axis=(1, 2))
+    assert (moved > 0.1).all() and (moved < 0.25 * cfg.size).all()  # small per-frame motion
+    assert np.abs(train.joints[4] - train.joints[0]).max() > 1.0  # a new clip is a new person
+    again = render_split("train", 4, 5, cfg, start=4)
+    np.testing.assert_array_equal(again.images, train.images[4:])
+    val = render_split("val", 8, 5, cfg)
+    independent = render_split("val", 8, 5, SyntheticConfig(clip_length=1))
+    np.testing.assert_array_equal(val.images, independent.images)  # evaluation stays clip-free

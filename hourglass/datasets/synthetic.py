@@ -23,6 +23,7 @@ the image's left.
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import math
 import multiprocessing as mp
 from collections.abc import Iterable
@@ -195,6 +196,14 @@ class SyntheticConfig:
     truncation_prob: float = 0.10  # person shifted so some joints leave the crop
     truncation_min: float = 0.10  # fraction of the person's extent pushed out of the crop
     truncation_max: float = 0.35
+    # Redundancy, as in pose sets cut from video (MPII's images come from YouTube videos):
+    # training persons come in clips of `clip_length` frames that share the person, pose, clothes
+    # and background; each frame moves the person slightly (shift, zoom, rotation) in the static
+    # scene. 1 = every person independent. Validation and test persons are always independent.
+    clip_length: int = 1
+    clip_shift: float = 0.04  # per-frame camera shift, fraction of S per axis
+    clip_scale: float = 0.05  # per-frame zoom U(1 - s, 1 + s)
+    clip_rotation_deg: float = 4.0  # per-frame in-plane rotation U(-r, r)
 
     def validate(self) -> None:
         """Raise AlposeError on settings that cannot render (bad family names, empty ranges)."""
@@ -208,6 +217,8 @@ class SyntheticConfig:
             raise AlposeError("size must be >= 8 and supersample >= 1")
         if not 0 < self.extent_min <= self.extent_max:
             raise AlposeError("need 0 < extent_min <= extent_max")
+        if self.clip_length < 1:
+            raise AlposeError("clip_length must be >= 1")
         if self.occluder_max < 1 or self.clutter_min > self.clutter_max:
             raise AlposeError("need occluder_max >= 1 and clutter_min <= clutter_max")
 
@@ -691,8 +702,46 @@ def _head_box(head_poly: np.ndarray) -> np.ndarray:
 
 
 def sample_scene(seed: int, index: int, cfg: SyntheticConfig) -> Scene:
-    """Pose, placement, occluders and labels of person ``index`` (no pixels drawn)."""
-    rng = np.random.default_rng([seed, index, 0])
+    """Pose, placement, occluders and labels of person ``index`` (no pixels drawn).
+
+    With ``clip_length > 1`` the frames of one clip share the clip's scene and each frame moves
+    the person slightly (:func:`_camera_jitter`).
+    """
+    clip = index // cfg.clip_length
+    scene = _sample_clip_scene(seed, clip, cfg)
+    if cfg.clip_length > 1:
+        scene = _camera_jitter(scene, np.random.default_rng([seed, index, 2]), cfg)
+    return scene
+
+
+def _camera_jitter(scene: Scene, rng: np.random.Generator, cfg: SyntheticConfig) -> Scene:
+    """Move the person (and its occluders) a little: rotate, zoom and shift about the crop centre."""
+    c = (cfg.size - 1) / 2
+    angle = math.radians(rng.uniform(-cfg.clip_rotation_deg, cfg.clip_rotation_deg))
+    zoom = rng.uniform(1 - cfg.clip_scale, 1 + cfg.clip_scale)
+    shift = rng.uniform(-cfg.clip_shift, cfg.clip_shift, 2) * cfg.size
+    rot = zoom * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+
+    def move(points: np.ndarray) -> np.ndarray:
+        return (points - c) @ rot.T + c + shift
+
+    shapes = [Shape(move(sh.poly), sh.part, sh.depth, sh.role) for sh in scene.shapes]
+    joints = move(scene.joints.astype(np.float64))
+    box = scene.head_box.reshape(2, 2).astype(np.float64)
+    centre, half = move(box.mean(0, keepdims=True))[0], (box[1] - box[0]) / 2 * zoom
+    head_box = np.concatenate([centre - half, centre + half]).astype(np.float32)  # size ~ zoom only
+    return dataclasses.replace(
+        scene,
+        joints=joints.astype(np.float32),
+        visibility=visibility_from_shapes(joints, shapes, cfg.size),
+        head_box=head_box,
+        shapes=shapes,
+    )
+
+
+def _sample_clip_scene(seed: int, clip: int, cfg: SyntheticConfig) -> Scene:
+    """The scene every frame of clip ``clip`` starts from (for clip_length 1: the person itself)."""
+    rng = np.random.default_rng([seed, clip, 0])
     family = int(np.searchsorted(cfg.family_cdf(), rng.random(), side="right"))
     family = min(family, len(FAMILY_NAMES) - 1)
     prior = FAMILY_PRIORS[FAMILY_NAMES[family]]
@@ -925,7 +974,7 @@ def _photometric(img: np.ndarray, rng: np.random.Generator, cfg: SyntheticConfig
 
 def render_scene(scene: Scene, seed: int, index: int, cfg: SyntheticConfig) -> np.ndarray:
     """The RGB uint8 (S, S, 3) image of a sampled scene."""
-    rng = np.random.default_rng([seed, index, 1])
+    rng = np.random.default_rng([seed, index // cfg.clip_length, 1])
     side = cfg.size * cfg.supersample
     canvas = _background(rng, side)
     _clutter(canvas, rng, cfg)
@@ -1034,4 +1083,6 @@ def render_split(
         raise AlposeError(f"unknown split '{split}'; known: {', '.join(SPLIT_OFFSETS)}")
     if start + n > 1_000_000_000:
         raise AlposeError("a synthetic split holds at most 10^9 persons")
+    if split != "train" and cfg.clip_length > 1:
+        cfg = dataclasses.replace(cfg, clip_length=1)  # evaluation persons stay independent
     return render_synthetic(n, seed, cfg, SPLIT_OFFSETS[split] + start, workers, return_parts)
