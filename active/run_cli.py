@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -17,7 +16,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from hourglass.config import config_dir
 from hourglass.errors import AlposeError
 
 # Keys that may change between runs of one experiment without invalidating its results.
@@ -189,26 +187,7 @@ def run_experiment(cfg: DictConfig) -> Path:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Run the Hydra application with ``argv`` as its command line; returns the exit status."""
-    import hydra
+    """``alpose run [overrides]``; returns the exit status."""
+    from hourglass.hydra_app import run_hydra
 
-    status = 0
-
-    @hydra.main(config_path=str(config_dir()), config_name="run", version_base="1.3")
-    def _task(cfg: DictConfig) -> None:
-        nonlocal status
-        try:
-            run_experiment(cfg)
-        except AlposeError as err:
-            print(f"error: {err}", file=sys.stderr)
-            status = 2
-
-    saved = sys.argv
-    sys.argv = ["alpose run", *argv]
-    try:
-        _task()
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    finally:
-        sys.argv = saved
-    return status
+    return run_hydra("run", "run", argv, run_experiment)

@@ -7,14 +7,12 @@ best weights into the run directory.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from hourglass.config import config_dir
 from hourglass.errors import AlposeError
 
 
@@ -130,27 +128,14 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Run the Hydra application with ``argv`` as its command line; returns the exit status."""
-    import hydra
+    """``alpose train [overrides]``; returns the exit status."""
     from hydra.core.hydra_config import HydraConfig
 
-    status = 0
+    from hourglass.hydra_app import run_hydra
 
-    @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
-    def _task(cfg: DictConfig) -> None:
-        nonlocal status
-        try:
-            run_training(cfg, Path(HydraConfig.get().runtime.output_dir))
-        except AlposeError as err:
-            print(f"error: {err}", file=sys.stderr)
-            status = 2
-
-    saved = sys.argv
-    sys.argv = ["alpose train", *argv]
-    try:
-        _task()
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    finally:
-        sys.argv = saved
-    return status
+    return run_hydra(
+        "train",
+        "train",
+        argv,
+        lambda cfg: run_training(cfg, Path(HydraConfig.get().runtime.output_dir)),
+    )
