@@ -21,6 +21,7 @@ demo: install  ## the CPU quickstart (5 seeds x every acquirer x 6 budgets), the
 	$(BIN)/alpose table runs/quickstart
 
 train-demo: install  ## one training run of the small hourglass on the synthetic set; prints PCKh
+	$(BIN)/alpose prepare synthetic
 	$(BIN)/alpose train
 
 test: install  ## the test suite (about 1 minute on 2 cores)
