@@ -64,6 +64,15 @@ def iterate_outputs(
         model.train(was_training)
 
 
+def decode_coords(
+    out: PoseOutput, loss: LossKind, decode_method: str, image_size: int
+) -> np.ndarray:
+    """Joints (B, J, 2) in crop pixels decoded from one batch's last-stack heatmaps."""
+    heatmaps = to_heatmaps(out.last, loss)
+    xy, _ = decode(heatmaps, decode_method)  # type: ignore[arg-type]
+    return heatmap_to_image(xy, image_size, heatmaps.shape[-1]).cpu().numpy()
+
+
 def predict_coords(
     model: nn.Module,
     data: PoseCache,
@@ -77,14 +86,12 @@ def predict_coords(
     progress: str | None = None,
 ) -> np.ndarray:
     """Predicted joints (N, J, 2) in crop pixels for ``indices`` (last stack, decoded)."""
-    size = data.image_size
-    coords = []
-    for _, out in iterate_outputs(
-        model, data, indices, batch_size=batch_size, device=device, flip=flip, progress=progress
-    ):
-        heatmaps = to_heatmaps(out.last, loss)
-        xy, _ = decode(heatmaps, decode_method)  # type: ignore[arg-type]
-        coords.append(heatmap_to_image(xy, size, heatmaps.shape[-1]).cpu().numpy())
+    coords = [
+        decode_coords(out, loss, decode_method, data.image_size)
+        for _, out in iterate_outputs(
+            model, data, indices, batch_size=batch_size, device=device, flip=flip, progress=progress
+        )
+    ]
     return np.concatenate(coords) if coords else np.zeros((0, data.num_joints, 2), np.float32)
 
 

@@ -23,7 +23,7 @@ from hourglass.augment import AugmentConfig, PoseAugmenter
 from hourglass.datasets.cache import PoseCache
 from hourglass.device import autocast, resolve_device
 from hourglass.errors import AlposeError
-from hourglass.evaluate import headline, images_to_tensor, predict_coords, score
+from hourglass.evaluate import decode_coords, headline, images_to_tensor, iterate_outputs, score
 from hourglass.heatmaps import gaussian_targets, image_to_heatmap
 from hourglass.losses import LossKind, per_sample_loss
 from hourglass.model import PoseOutput
@@ -159,23 +159,22 @@ def _forward_loss(
 def selection_metrics(
     model: nn.Module, data: PoseCache, indices: np.ndarray, cfg: TrainConfig, device: torch.device
 ) -> tuple[float, float]:
-    """(mean pose loss, standard PCKh mean) on ``indices`` without augmentation."""
-    model.eval()
-    total = 0.0
-    for start in range(0, len(indices), cfg.eval_batch_size):
-        idx = indices[start : start + cfg.eval_batch_size]
-        loss, _ = _forward_loss(model, data, idx, None, cfg, device)
-        total += float(loss.sum())
-    coords = predict_coords(
-        model,
-        data,
-        indices,
-        loss=cfg.loss,
-        decode_method=cfg.decode,
-        batch_size=cfg.eval_batch_size,
-        device=device,
-    )
-    pckh = score(data, indices, coords)["standard"]
+    """(mean pose loss, standard PCKh mean) on ``indices`` without augmentation, in one pass."""
+    total, coords = 0.0, []
+    for idx, out in iterate_outputs(
+        model, data, indices, batch_size=cfg.eval_batch_size, device=device
+    ):
+        targets, has_target = batch_targets(
+            data.joints[idx],
+            data.visibility[idx],
+            data.image_size,
+            out.heatmaps.shape[-1],
+            cfg,
+            device,
+        )
+        total += float(per_sample_loss(out.heatmaps, targets, has_target, cfg.loss).sum())
+        coords.append(decode_coords(out, cfg.loss, cfg.decode, data.image_size))
+    pckh = score(data, indices, np.concatenate(coords))["standard"]
     model.train()
     return total / max(len(indices), 1), headline(pckh)
 
