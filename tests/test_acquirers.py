@@ -121,7 +121,14 @@ def tiny_model() -> StackedHourglass:
     return StackedHourglass(1, 16, 2, 16)
 
 
-@pytest.mark.parametrize("make", [RandomAcquirer, lambda: CoreSetAcquirer(batch_size=32, chunk=7)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        RandomAcquirer,
+        lambda: CoreSetAcquirer(batch_size=32, chunk=7),
+        lambda: CoreSetAcquirer(chunk=7, features="multiscale"),
+    ],
+)
 def test_acquirers_on_a_real_context(tiny_cache, tiny_model, make):
     k = 12
     picks = make().select(pool_context(1, tiny_cache, tiny_model), k)
@@ -191,3 +198,27 @@ def test_registry_bad_configs_are_one_line_errors(node, needle):
     with pytest.raises(AlposeError, match=needle) as err:
         build_acquirer(node)
     assert "\n" not in str(err.value)
+
+
+def test_pooled_pyramid_is_the_mean_of_each_scale(tiny_cache, tiny_model):
+    ctx = pool_context(1, tiny_cache, tiny_model)
+    rows = ctx.unlabelled[:5]
+    got = ctx.infer(rows, embedding=True, pyramid=True)
+    assert got.pyramid.shape == (5, 16 * 3)  # depth 2: two low3 maps and the full-resolution output
+    tiny_model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(tiny_cache.images[rows]).permute(0, 3, 1, 2).float() / 256
+        out = tiny_model(x)
+    expected = torch.cat([p.mean(dim=(2, 3)) for p in out.pyramid], 1)
+    torch.testing.assert_close(got.pyramid, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_multiscale_coreset_differs_from_the_anchor_embedding_and_rejects_typos(
+    tiny_cache, tiny_model
+):
+    ctx = pool_context(3, tiny_cache, tiny_model)
+    anchor = CoreSetAcquirer().select(ctx, 15)
+    multi = CoreSetAcquirer(features="multiscale").select(ctx, 15)
+    assert not np.array_equal(anchor, multi)
+    with pytest.raises(ValueError, match="multiscale"):
+        CoreSetAcquirer(features="pyramids")

@@ -26,12 +26,14 @@ class Inference:
     """Outputs of :meth:`AcquisitionContext.infer` for ``indices``, row-aligned, on the device.
 
     heatmaps: (N, J, H, W) last-stack heatmaps (non-negative, as decoded); embedding: (N, C) pooled
-    features; aux: (N, ...) the auxiliary head's output (when one is given). Missing ones are None.
+    features; pyramid: (N, sum of C) global averages of the last hourglass's multi-scale maps
+    (coarsest first); aux: (N, ...) the auxiliary head's output. Missing ones are None.
     """
 
     indices: np.ndarray
     heatmaps: torch.Tensor | None = None
     embedding: torch.Tensor | None = None
+    pyramid: torch.Tensor | None = None
     aux: torch.Tensor | None = None
 
 
@@ -56,12 +58,15 @@ class AcquisitionContext:
         *,
         heatmaps: bool = False,
         embedding: bool = False,
+        pyramid: bool = False,
         aux: bool = False,
         flip: bool = False,
     ) -> Inference:
         """Run the model (and the auxiliary head) over ``indices`` in eval mode, batched."""
         indices = np.asarray(indices, dtype=np.int64)
-        parts: dict[str, list[torch.Tensor]] = {"heatmaps": [], "embedding": [], "aux": []}
+        parts: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("heatmaps", "embedding", "pyramid", "aux")
+        }
         if aux and self.aux_head is None:
             raise ValueError("aux outputs asked for, but this model has no auxiliary head")
         if self.aux_head is not None:
@@ -79,6 +84,10 @@ class AcquisitionContext:
                 parts["heatmaps"].append(to_heatmaps(out.last, self.loss))
             if embedding:
                 parts["embedding"].append(out.embedding.float())
+            if pyramid:
+                parts["pyramid"].append(
+                    torch.cat([p.float().mean(dim=(2, 3)) for p in out.pyramid], 1)
+                )
             if aux:
                 with torch.no_grad():
                     parts["aux"].append(self.aux_head(out.detach()).float())

@@ -62,11 +62,18 @@ class CoreSetAcquirer:
 
     ``batch_size`` overrides ``ctx.batch_size`` for inference; ``chunk`` bounds the centres per
     distance block. ``last_scores`` holds each pick's min-distance at pick time.
+    ``features="multiscale"`` (not the anchor's) adds the pooled pyramid maps to the embedding,
+    each block scaled to unit mean norm so that every scale weighs the same.
     """
 
-    def __init__(self, batch_size: int | None = None, chunk: int = 4096) -> None:
+    def __init__(
+        self, batch_size: int | None = None, chunk: int = 4096, features: str = "embedding"
+    ) -> None:
+        if features not in ("embedding", "multiscale"):
+            raise ValueError(f"features must be 'embedding' or 'multiscale', got {features!r}")
         self.batch_size = batch_size
         self.chunk = chunk
+        self.features = features
         self.last_scores: np.ndarray = np.zeros(0)
 
     def embed(self, ctx: AcquisitionContext) -> tuple[Tensor, Tensor]:
@@ -75,7 +82,12 @@ class CoreSetAcquirer:
             ctx = dataclasses.replace(ctx, batch_size=self.batch_size)
         unlabelled = np.asarray(ctx.unlabelled, dtype=np.int64)
         rows = np.concatenate([unlabelled, np.asarray(ctx.labelled, dtype=np.int64)])
-        emb = ctx.infer(rows, embedding=True).embedding
+        if self.features == "embedding":
+            emb = ctx.infer(rows, embedding=True).embedding
+        else:
+            out = ctx.infer(rows, embedding=True, pyramid=True)
+            blocks = [out.embedding, *out.pyramid.split(out.embedding.shape[1], dim=1)]
+            emb = torch.cat([b / b.norm(dim=1).mean().clamp_min(1e-12) for b in blocks], dim=1)
         return emb[: len(unlabelled)], emb[len(unlabelled) :]
 
     def select(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
