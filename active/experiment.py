@@ -11,6 +11,7 @@ resumes from its last finished cycle and, on CPU, ends with the same numbers.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from active.acquirers.base import AcquisitionContext
-from active.layout import INITIAL, METRIC_COLUMNS, joint_columns, seed_dir
+from active.layout import INITIAL, METRIC_COLUMNS, budget_schedule, joint_columns, seed_dir
 from hourglass.datasets.cache import PoseCache
 from hourglass.device import resolve_device
 from hourglass.errors import AlposeError
@@ -76,10 +77,9 @@ class CellState:
 
 def plan_from_config(cfg: DictConfig, pool_size: int) -> Plan:
     """Budgets (explicit list, or initial + k per cycle) checked against the pool before training."""
-    if cfg.budgets:
-        budgets = [int(b) for b in cfg.budgets]
-    else:
-        budgets = [int(cfg.initial) + i * int(cfg.per_cycle) for i in range(int(cfg.cycles) + 1)]
+    budgets = budget_schedule(cfg.budgets, cfg.initial, cfg.per_cycle, cfg.cycles)
+    if budgets is None:
+        raise AlposeError("set either budgets=[...] or initial, per_cycle and cycles (integers)")
     if any(b <= 0 for b in budgets) or any(
         b2 <= b1 for b1, b2 in zip(budgets, budgets[1:], strict=False)
     ):
@@ -162,9 +162,7 @@ class Experiment:
             init = torch.load(previous, map_location="cpu", weights_only=True)["model"]
         train_idx, select_idx = self._selection_indices(labelled, seed)
         epochs = self.plan.epochs_first if cycle == 0 else self.plan.epochs_later
-        tcfg = TrainConfig(
-            **{**vars(self.train_cfg), "epochs": epochs, "seed": train_seed(seed, cycle)}
-        )
+        tcfg = dataclasses.replace(self.train_cfg, epochs=epochs, seed=train_seed(seed, cycle))
         result = fit(
             model, self.data, train_idx, select_idx, tcfg, init_state=init, progress=self.progress
         )

@@ -43,3 +43,15 @@ def experiment_dir(runs: str | Path, experiment: str) -> Path:
 
 def seed_dir(runs: str | Path, experiment: str, acquirer: str, seed: int) -> Path:
     return experiment_dir(runs, experiment) / acquirer / f"seed_{seed}"
+
+
+def budget_schedule(
+    budgets: list[int] | None, initial: int | None, per_cycle: int | None, cycles: int | None
+) -> list[int] | None:
+    """Labelled persons per cycle: ``budgets`` when listed, else ``initial + i * per_cycle`` for
+    i = 0..``cycles`` (configs/run.yaml); None when the config says neither."""
+    if budgets:
+        return [int(b) for b in budgets]
+    if all(isinstance(v, int) for v in (initial, per_cycle, cycles)):
+        return [initial + i * per_cycle for i in range(cycles + 1)]
+    return None

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from active import stats
+from active.layout import budget_schedule
 from hourglass.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,14 +118,11 @@ def _ints(value) -> tuple[int, ...] | None:
 
 
 def _budgets(cfg) -> tuple[int, ...] | None:
-    """``budgets`` when listed, else ``initial + i * per_cycle`` for i = 0..``cycles`` (configs/run.yaml)."""
-    listed = _ints(_select(cfg, ("budgets",)))
-    if listed:
-        return listed
-    initial, per_cycle, cycles = (_select(cfg, (k,)) for k in ("initial", "per_cycle", "cycles"))
-    if all(isinstance(v, int) for v in (initial, per_cycle, cycles)):
-        return tuple(initial + i * per_cycle for i in range(cycles + 1))
-    return None
+    """The budget schedule a stored run config describes (the runner's own rule)."""
+    keys = ("budgets", "initial", "per_cycle", "cycles")
+    listed, initial, per_cycle, cycles = (_select(cfg, (k,)) for k in keys)
+    schedule = budget_schedule(_ints(listed), initial, per_cycle, cycles)
+    return tuple(schedule) if schedule else None
 
 
 def _acquirers(cfg) -> tuple[str, ...] | None:
