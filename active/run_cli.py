@@ -97,15 +97,13 @@ def check_or_store_config(root: Path, cfg: DictConfig, acquirers: dict[str, Dict
 
 def load_data(cfg: DictConfig):
     """The dataset cache; a missing synthetic one is rendered first (deterministic and quick)."""
-    from hourglass.datasets.cache import write_cache
-    from hourglass.datasets.registry import cache_path, load_dataset, synthetic_identity
-    from hourglass.datasets.synthetic_cache import build_synthetic_cache
+    from hourglass.datasets.registry import cache_path, load_dataset
+    from hourglass.datasets.synthetic_cache import write_synthetic_cache
 
     path = cache_path(cfg.dataset, cfg.paths.data)
     if cfg.dataset.name == "synthetic" and not path.is_file():
         print(f"rendering the synthetic set into {path} (once)")
-        identity = synthetic_identity(cfg.dataset)
-        write_cache(path, build_synthetic_cache(identity, workers=2, progress=bool(cfg.progress)))
+        write_synthetic_cache(cfg.dataset, path, workers=2, progress=bool(cfg.progress))
     return load_dataset(cfg.dataset, cfg.paths.data)
 
 

@@ -72,25 +72,20 @@ def dataset_config(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Render (if needed) and write the cache; draw the preview if asked."""
-    from hourglass.datasets.cache import load_cache, write_cache
-    from hourglass.datasets.registry import cache_path, synthetic_identity
-    from hourglass.datasets.synthetic_cache import build_synthetic_cache
+    from hourglass.datasets.cache import load_cache
+    from hourglass.datasets.registry import cache_path
+    from hourglass.datasets.synthetic_cache import write_synthetic_cache
 
     cfg = dataset_config(args)
-    try:
-        identity = synthetic_identity(cfg)
-    except TypeError as err:
-        raise AlposeError(f"bad generator knob: {err}") from None
-    path = args.out or cache_path(cfg, args.data_dir)
+    path = args.out or cache_path(cfg, args.data_dir)  # also checks the generator knobs
     if path.exists() and not args.force:
         print(f"cache already there: {path} (use --force to re-create it)")
         cache = load_cache(path) if args.preview else None
     else:
         t0 = time.perf_counter()
-        cache = build_synthetic_cache(identity, workers=args.workers)
-        write_cache(path, cache)
+        cache = write_synthetic_cache(cfg, path, workers=args.workers)
         seconds = time.perf_counter() - t0
-        counts = ", ".join(f"{n} {s}" for s, n in identity["splits"].items())
+        counts = ", ".join(f"{n} {s}" for s, n in cfg["splits"].items())
         print(f"wrote {path}: {len(cache)} crops ({counts}) of {cfg['size']} px in {seconds:.1f} s")
     if args.preview:
         from hourglass.preview import preview_grid, save_png

@@ -161,3 +161,14 @@ def test_an_acquirer_plugs_in_from_the_command_line(tmp_path, data_dir):
         alpose(*smoke(tmp_path / "b", data_dir, "acquirers=[]", "acquirer._target_=no.such.Thing"))
     )
     assert "no.such.Thing" in line
+
+
+def test_unknown_generator_knob_is_one_line_in_run_and_prepare(tmp_path, data_dir, cli):
+    line = _one_error_line(
+        alpose(*smoke(tmp_path, data_dir, "+dataset.generator.occluder_prop=0.5"))
+    )
+    assert "unknown synthetic generator knob(s) occluder_prop" in line and "occluder_prob" in line
+    status, _, err = cli(
+        "prepare", "synthetic", "--set", "occluder_prop=0.5", "--data-dir", tmp_path
+    )
+    assert status == 2 and "occluder_prop" in err and not list(tmp_path.glob("*.h5"))

@@ -20,12 +20,19 @@ def _plain(cfg: DictConfig | dict) -> dict[str, Any]:
 
 def synthetic_identity(cfg: DictConfig | dict) -> dict[str, Any]:
     """Everything that determines the synthetic cache's bytes."""
-    from dataclasses import asdict
+    from dataclasses import asdict, fields
 
     from hourglass.datasets.synthetic import GENERATOR_VERSION, SyntheticConfig
 
     c = _plain(cfg)
-    generator = asdict(SyntheticConfig(**{**c.get("generator", {}), "size": c["size"]}))
+    knobs = {**c.get("generator", {}), "size": c["size"]}
+    unknown = sorted(set(knobs) - {f.name for f in fields(SyntheticConfig)})
+    if unknown:
+        known = ", ".join(f.name for f in fields(SyntheticConfig))
+        raise AlposeError(
+            f"unknown synthetic generator knob(s) {', '.join(unknown)}; known: {known}"
+        )
+    generator = asdict(SyntheticConfig(**knobs))
     return {
         "size": c["size"],
         "seed": c["seed"],

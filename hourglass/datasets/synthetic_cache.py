@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from hourglass.datasets.cache import SPLIT_NAMES, PoseCache
+from hourglass.datasets.cache import SPLIT_NAMES, PoseCache, write_cache
+from hourglass.datasets.registry import synthetic_identity
 from hourglass.datasets.synthetic import SyntheticConfig, render_split
 from hourglass.joints import MPII_JOINTS
 
@@ -55,3 +57,12 @@ def build_synthetic_cache(
         normaliser_kind="head_diagonal",
         provenance={"generator": "hourglass.datasets.synthetic", **identity},
     )
+
+
+def write_synthetic_cache(
+    cfg: Any, path: Path, workers: int = 2, progress: bool = True
+) -> PoseCache:
+    """Render the synthetic set a dataset config describes and write it to ``path``."""
+    cache = build_synthetic_cache(synthetic_identity(cfg), workers=workers, progress=progress)
+    write_cache(path, cache)
+    return cache
