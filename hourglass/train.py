@@ -54,17 +54,41 @@ class TrainConfig:
 
 
 @dataclass
+class AuxBatch:
+    """What a batch offers an auxiliary loss besides the per-sample pose loss (all detached).
+
+    output: the pose net's :class:`PoseOutput`; targets (B, J, H, W) and has_target (B, J): the
+    ground-truth heatmaps the pose loss used (aleatoric and VL4Pose need them).
+    """
+
+    output: PoseOutput
+    targets: Tensor
+    has_target: Tensor
+
+
+@dataclass
 class AuxiliaryHead:
     """A module trained beside the pose net (e.g. a Learning-Loss head).
 
     ``module`` receives the pose net's detached :class:`PoseOutput`; ``loss(prediction,
-    per_sample_pose_loss)`` returns a scalar. Its parameters join Adam as a second group.
+    per_sample_pose_loss)`` returns a scalar (``loss(prediction, per_sample_pose_loss, AuxBatch)``
+    when ``with_batch``). Its parameters join Adam as a further group, whose learning rate decays
+    with the pose net's unless ``decay_lr`` is false (the anchor's never decays, anchor.md B14).
     """
 
     name: str
     module: nn.Module
-    loss: Callable[[Tensor, Tensor], Tensor]
+    loss: Callable[..., Tensor]
     weight: float = 1.0
+    with_batch: bool = False
+    decay_lr: bool = True
+
+    def compute_loss(self, sample_loss: Tensor, batch: AuxBatch) -> Tensor:
+        """The head's loss on one batch (inputs detached: stop-gradient into the pose net)."""
+        prediction = self.module(batch.output)
+        if self.with_batch:
+            return self.loss(prediction, sample_loss, batch)
+        return self.loss(prediction, sample_loss)
 
 
 @dataclass
@@ -143,8 +167,8 @@ def _forward_loss(
     augmenter: PoseAugmenter | None,
     cfg: TrainConfig,
     device: torch.device,
-) -> tuple[Tensor, PoseOutput]:
-    """Per-sample pose loss (B,) and the model output for one batch."""
+) -> tuple[Tensor, PoseOutput, Tensor, Tensor]:
+    """Per-sample pose loss (B,), the model output and the targets (with has_target) of a batch."""
     images, joints, vis = make_batch(data, idx, augmenter)
     x = images_to_tensor(images, device)
     with autocast(device, cfg.amp):
@@ -152,7 +176,7 @@ def _forward_loss(
     targets, has_target = batch_targets(
         joints, vis, data.image_size, out.heatmaps.shape[-1], cfg, device
     )
-    return per_sample_loss(out.heatmaps, targets, has_target, cfg.loss), out
+    return per_sample_loss(out.heatmaps, targets, has_target, cfg.loss), out, targets, has_target
 
 
 @torch.no_grad()
@@ -219,7 +243,7 @@ def fit(
         factor=cfg.plateau_factor,
         patience=cfg.plateau_patience,
         cooldown=cfg.plateau_cooldown,
-        min_lr=cfg.min_lr,
+        min_lr=[cfg.min_lr] + [cfg.min_lr if h.decay_lr else cfg.lr for h in aux_heads],
     )
     augmenter = PoseAugmenter(cfg.augment)
     drop_last = len(train_indices) >= cfg.batch_size
@@ -237,12 +261,14 @@ def fit(
         running = torch.zeros((), device=device)
         for step in range(n_batches):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            sample_loss, out = _forward_loss(model, data, idx, augmenter, cfg, device)
+            sample_loss, out, targets, has_target = _forward_loss(
+                model, data, idx, augmenter, cfg, device
+            )
             loss = sample_loss.mean()
             if aux_heads:
-                detached, target = out.detach(), sample_loss.detach()
+                batch = AuxBatch(out.detach(), targets, has_target)
                 for head in aux_heads:
-                    loss = loss + head.weight * head.loss(head.module(detached), target)
+                    loss = loss + head.weight * head.compute_loss(sample_loss.detach(), batch)
             if not torch.isfinite(loss):
                 model.load_state_dict(best_state)
                 for head in aux_heads:
