@@ -15,6 +15,7 @@ from hourglass.datasets.synthetic import (
     Scene,
     Shape,
     SyntheticConfig,
+    clip_of,
     render_scene,
     render_split,
     render_synthetic,
@@ -260,3 +261,46 @@ def test_clips_share_person_and_scene_but_move_and_stay_deterministic():
     val = render_split("val", 8, 5, cfg)
     independent = render_split("val", 8, 5, SyntheticConfig(clip_length=1))
     np.testing.assert_array_equal(val.images, independent.images)  # evaluation stays clip-free
+
+
+def _brute_force_clips(longest: int, n: int) -> np.ndarray:
+    """Clip ids of a long-tail layout built the slow, obvious way: list every clip's frames."""
+    ids, clip = [], 0
+    while len(ids) < n:
+        size, count = longest, 1
+        while True:
+            for _ in range(count):
+                ids += [clip] * size
+                clip += 1
+            if size == 1:
+                break
+            size, count = size // 2, count * 2
+    return np.array(ids[:n])
+
+
+@pytest.mark.parametrize("longest", [1, 2, 8, 12, 256])
+def test_long_tail_clip_layout_matches_brute_force_and_halves_by_octave(longest):
+    cfg = SyntheticConfig(clip_length=longest, clip_profile="long_tail")
+    n = 3 * 2 * longest * max(1, longest.bit_length()) + 7  # a few blocks plus a partial one
+    got = np.array([clip_of(i, cfg) for i in range(n)])
+    np.testing.assert_array_equal(got, _brute_force_clips(longest, n))
+    if longest == 256:
+        lengths = np.bincount(got[: 256 * 9])  # one full block: 9 octaves of 256 frames
+        sizes, counts = np.unique(lengths, return_counts=True)
+        assert sizes.tolist() == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+        assert counts.tolist() == [256, 128, 64, 32, 16, 8, 4, 2, 1]
+    equal = SyntheticConfig(clip_length=longest)
+    assert [clip_of(i, equal) for i in range(50)] == [i // longest for i in range(50)]
+
+
+def test_long_tail_frames_of_one_clip_share_the_person_and_bad_profile_is_refused():
+    cfg = SyntheticConfig(clip_length=4, clip_profile="long_tail")  # clips: 4, 2, 2, 1, 1, 1, 1
+    train = render_split("train", 11, 5, cfg)
+    same = [[0, 1, 2, 3], [4, 5], [6, 7]]
+    for frames in same:
+        assert (train.family[frames] == train.family[frames[0]]).all()
+        moved = np.abs(train.joints[frames] - train.joints[frames[0]]).max()
+        assert 0.1 < moved < 0.25 * cfg.size
+    assert np.abs(train.joints[8] - train.joints[7]).max() > 1.0  # single frames: new people
+    with pytest.raises(AlposeError, match="unknown clip_profile 'zipf'; known: equal, long_tail"):
+        SyntheticConfig(clip_profile="zipf").validate()

@@ -37,6 +37,7 @@ from hourglass.joints import MPII_INDEX, MPII_JOINTS
 
 # Bump whenever a change alters rendered bytes or labels for the same config (cache identity).
 GENERATOR_VERSION = 1
+CLIP_PROFILES: tuple[str, ...] = ("equal", "long_tail")
 
 FAMILY_NAMES: tuple[str, ...] = (
     "standing",
@@ -201,6 +202,11 @@ class SyntheticConfig:
     # and background; each frame moves the person slightly (shift, zoom, rotation) in the static
     # scene. 1 = every person independent. Validation and test persons are always independent.
     clip_length: int = 1
+    # "equal": every clip has clip_length frames. "long_tail": clip lengths halve octave by
+    # octave from clip_length down to 1 frame, with 2^k clips of length clip_length / 2^k, so
+    # every octave holds about the same number of frames and the number of clips of length L
+    # falls as 1/L: a few long videos and many short ones, as in sets cut from video.
+    clip_profile: str = "equal"
     clip_shift: float = 0.04  # per-frame camera shift, fraction of S per axis
     clip_scale: float = 0.05  # per-frame zoom U(1 - s, 1 + s)
     clip_rotation_deg: float = 4.0  # per-frame in-plane rotation U(-r, r)
@@ -219,6 +225,10 @@ class SyntheticConfig:
             raise AlposeError("need 0 < extent_min <= extent_max")
         if self.clip_length < 1:
             raise AlposeError("clip_length must be >= 1")
+        if self.clip_profile not in CLIP_PROFILES:
+            raise AlposeError(
+                f"unknown clip_profile '{self.clip_profile}'; known: {', '.join(CLIP_PROFILES)}"
+            )
         if self.occluder_max < 1 or self.clutter_min > self.clutter_max:
             raise AlposeError("need occluder_max >= 1 and clutter_min <= clutter_max")
 
@@ -701,14 +711,38 @@ def _head_box(head_poly: np.ndarray) -> np.ndarray:
     return np.concatenate([head_poly.min(0), head_poly.max(0)]).astype(np.float32)
 
 
+def _octaves(longest: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clip lengths (longest, longest // 2, ..., 1) and how many clips of each (1, 2, 4, ...)."""
+    sizes = [longest]
+    while sizes[-1] > 1:
+        sizes.append(sizes[-1] // 2)
+    return np.array(sizes, dtype=np.int64), 2 ** np.arange(len(sizes), dtype=np.int64)
+
+
+def clip_of(index: int, cfg: SyntheticConfig) -> int:
+    """The clip that person ``index`` belongs to (its frames share one scene; see clip_profile).
+
+    ``long_tail`` repeats one block of octaves (one clip of clip_length frames, two of half that,
+    ..., 2^k single frames) along the index axis, so any index maps to its clip in O(octaves).
+    """
+    if cfg.clip_profile == "equal" or cfg.clip_length == 1:
+        return index // cfg.clip_length
+    sizes, counts = _octaves(cfg.clip_length)
+    frames = np.cumsum(sizes * counts)
+    block, offset = divmod(index, int(frames[-1]))
+    octave = int(np.searchsorted(frames, offset, side="right"))
+    first_frame = int(frames[octave - 1]) if octave else 0
+    first_clip = int(counts[:octave].sum())
+    return block * int(counts.sum()) + first_clip + (offset - first_frame) // int(sizes[octave])
+
+
 def sample_scene(seed: int, index: int, cfg: SyntheticConfig) -> Scene:
     """Pose, placement, occluders and labels of person ``index`` (no pixels drawn).
 
-    With ``clip_length > 1`` the frames of one clip share the clip's scene and each frame moves
+    With ``clip_length > 1`` the frames of one clip (:func:`clip_of`) share the clip's scene and each frame moves
     the person slightly (:func:`_camera_jitter`).
     """
-    clip = index // cfg.clip_length
-    scene = _sample_clip_scene(seed, clip, cfg)
+    scene = _sample_clip_scene(seed, clip_of(index, cfg), cfg)
     if cfg.clip_length > 1:
         scene = _camera_jitter(scene, np.random.default_rng([seed, index, 2]), cfg)
     return scene
@@ -974,7 +1008,7 @@ def _photometric(img: np.ndarray, rng: np.random.Generator, cfg: SyntheticConfig
 
 def render_scene(scene: Scene, seed: int, index: int, cfg: SyntheticConfig) -> np.ndarray:
     """The RGB uint8 (S, S, 3) image of a sampled scene."""
-    rng = np.random.default_rng([seed, index // cfg.clip_length, 1])
+    rng = np.random.default_rng([seed, clip_of(index, cfg), 1])
     side = cfg.size * cfg.supersample
     canvas = _background(rng, side)
     _clutter(canvas, rng, cfg)
