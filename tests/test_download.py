@@ -228,6 +228,16 @@ def test_redownload_is_checked_against_the_recorded_sha256(server, tmp_path):
     assert not (tmp_path / "joints.mat").exists()
 
 
+def test_archive_placed_by_hand_is_unpacked_without_network(server, tmp_path):
+    (tmp_path / "lsp_dataset.zip").write_bytes(LSP_ZIP)
+    _get("lsp", tmp_path, _lsp(server.url + "/lsp.zip"))
+    assert server.log == [] and (tmp_path / "joints.mat").read_bytes() == b"MATLAB 5.0"
+    (tmp_path / "joints.mat").unlink()
+    (tmp_path / "lsp_dataset.zip").write_bytes(LSP_ZIP[:100])  # a truncated copy
+    with pytest.raises(AlposeError, match="cannot unpack .*delete it"):
+        _get("lsp", tmp_path, _lsp(server.url + "/lsp.zip"))
+
+
 def test_unreachable_host_is_one_clear_line(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -109,7 +109,6 @@ LSP = DatasetSource(
                 "https://web.archive.org/web/2020id_/http://sam.johnson.io/research/lsp_dataset.zip",
             ),
             provides=("images", "joints.mat"),
-            approx="250 MB",
         ),
     ),
     layout=("images", "joints.mat"),
@@ -340,10 +339,15 @@ def _unpack(archive: Archive, path: Path, root: Path, *, progress: bool) -> None
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        if archive.file_name.endswith(".zip"):
-            _extract_zip(path, staging, progress=progress)
-        else:
-            _extract_tar(path, staging, progress=progress)
+        try:
+            if archive.file_name.endswith(".zip"):
+                _extract_zip(path, staging, progress=progress)
+            else:
+                _extract_tar(path, staging, progress=progress)
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+            raise AlposeError(
+                f"cannot unpack {path} ({exc}); delete it and re-run to download it again"
+            ) from None
         for name in archive.provides:
             target = root / name
             if target.exists():
