@@ -96,7 +96,9 @@ def check_or_store_config(root: Path, cfg: DictConfig, acquirers: dict[str, Dict
 
 
 def load_data(cfg: DictConfig):
-    """The dataset cache; a missing synthetic one is rendered first (deterministic and quick)."""
+    """The dataset cache; a missing synthetic one is rendered first (deterministic and quick), a
+    missing real one is built when its config says ``auto_prepare`` (small local sets), else the
+    error names the ``alpose prepare ...`` command."""
     from hourglass.datasets.registry import cache_path, load_dataset
     from hourglass.datasets.synthetic_cache import write_synthetic_cache
 
@@ -104,6 +106,11 @@ def load_data(cfg: DictConfig):
     if cfg.dataset.name == "synthetic" and not path.is_file():
         print(f"rendering the synthetic set into {path} (once)")
         write_synthetic_cache(cfg.dataset, path, workers=2, progress=bool(cfg.progress))
+    elif cfg.dataset.get("auto_prepare") and not path.is_file():
+        from hourglass.datasets.real import prepare
+
+        plain = OmegaConf.to_container(cfg.dataset, resolve=True)
+        print(prepare(plain, cfg.paths.data, workers=2, progress=bool(cfg.progress)))
     return load_dataset(cfg.dataset, cfg.paths.data)
 
 

@@ -77,3 +77,27 @@ class PoseAugmenter:
             image, joints, visibility = hflip(image, joints, visibility)
         out = self.affine(image=image, keypoints=joints.astype(np.float32))
         return out["image"], np.asarray(out["keypoints"], dtype=np.float32), visibility
+
+
+def sample_jitter(
+    rng: np.random.Generator, cfg: AugmentConfig, n: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-crop (flip, then affine jitter) maps (n, 2, 3) on a size x size crop, and the flips (n,).
+
+    The same distributions as :class:`PoseAugmenter` (flip p, shift of the side per axis, zoom,
+    rotation about the crop centre), drawn vectorised; used for crops cut from stored windows.
+    """
+    flips = rng.random(n) < cfg.flip
+    shift = rng.uniform(-cfg.shift, cfg.shift, (n, 2)) * size
+    zoom = rng.uniform(cfg.scale_min, cfg.scale_max, n)
+    theta = np.deg2rad(rng.uniform(-cfg.rotate, cfg.rotate, n))
+    centre = (size - 1) / 2
+    sign = np.where(flips, -1.0, 1.0)  # the flip x' = size - 1 - x, composed first
+    cos, sin = np.cos(theta) * zoom, np.sin(theta) * zoom
+    out = np.zeros((n, 2, 3))
+    out[:, 0, 0], out[:, 0, 1] = cos * sign, -sin
+    out[:, 1, 0], out[:, 1, 1] = sin * sign, cos
+    # x_c = sign*(x - centre) (flip about the centre); result = R x_c + centre + shift
+    out[:, 0, 2] = -(cos * sign) * centre + sin * centre + centre + shift[:, 0]
+    out[:, 1, 2] = -(sin * sign) * centre - cos * centre + centre + shift[:, 1]
+    return out, flips

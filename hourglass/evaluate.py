@@ -10,9 +10,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hourglass.datasets.cache import PoseCache
+from hourglass.datasets.views import model_images
 from hourglass.device import autocast
 from hourglass.heatmaps import decode, heatmap_to_image
-from hourglass.joints import flip_permutation
+from hourglass.joints import LSP_TO_MPII, flip_permutation
 from hourglass.losses import LossKind, to_heatmaps
 from hourglass.metrics import PCKResult, lsp_pck, mpii_pckh
 from hourglass.model import PoseOutput
@@ -49,7 +50,7 @@ def iterate_outputs(
         starts = range(0, len(indices), batch_size)
         for start in tqdm(starts, desc=progress, disable=progress is None, leave=False):
             idx = indices[start : start + batch_size]
-            x = images_to_tensor(data.images[idx], device)
+            x = images_to_tensor(model_images(data, idx), device)
             with autocast(device):
                 out = model(x)
                 if perm is not None:
@@ -108,6 +109,16 @@ def score(data: PoseCache, indices: np.ndarray, coords: np.ndarray) -> dict[str,
         return {
             convention: mpii_pckh(coords, gt, scored, head_diag=diag, convention=convention)
             for convention in ("standard", "paper")
+        }
+    if data.has_margin or data.num_joints != 14:  # real LSP/LSPET (masked; cached torso)
+        scored = data.visibility[indices] >= 0
+        if data.num_joints == 16:  # LSP stored in MPII order: score the 14 LSP joints
+            lsp = list(LSP_TO_MPII)
+            coords, gt, scored = coords[:, lsp], gt[:, lsp], scored[:, lsp]
+        torso = data.normaliser[indices].astype(np.float64)
+        return {
+            "standard": lsp_pck(coords, gt, scored=scored, torso=torso),
+            "paper": lsp_pck(coords, gt, scored=scored, convention="paper"),
         }
     return {"standard": lsp_pck(coords, gt)}
 

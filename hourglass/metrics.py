@@ -277,17 +277,24 @@ def lsp_pck(
     *,
     threshold: float | None = None,
     convention: str = "standard",
+    scored: np.ndarray | None = None,
+    torso: np.ndarray | None = None,
 ) -> PCKResult:
-    """LSP PCK of pred (N,14,2) vs gt (N,14,2); every joint of every image is scored.
+    """LSP PCK of pred (N,14,2) vs gt (N,14,2); every joint of every image is scored by default.
 
     standard: dist / ||l_sho - r_hip|| <= 0.2 (farrajota `getDistPCK.m`, `computePCK.m:8,14`).
     paper: dist / max(||l_sho - r_hip||, ||r_sho - l_hip||) < 4/19 (anchor.md s.1.2, s.5).
     Total = mean of the 14 per-joint values (equal to the pooled mean since all are scored).
+    ``scored`` (N,14) masks unannotated joints (LSPET) and ``torso`` (N,) replaces the normaliser
+    (a non-finite one leaves that person unscored).
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     pred, gt = _check_pose_arrays(pred, gt, len(LSP_JOINTS))
-    dist = normalised_distances(pred, gt, lsp_torso(gt, convention))
+    norm = lsp_torso(gt, convention) if torso is None else np.asarray(torso, np.float64)
+    mask = np.ones(gt.shape[:2], bool) if scored is None else np.asarray(scored, bool)
+    mask = mask & np.isfinite(norm)[:, None] & (norm > 0)[:, None]
+    dist = normalised_distances(pred, gt, np.where(mask.any(1), norm, 1.0))
     if convention == "paper":
         t = PAPER_LSP_THRESHOLD if threshold is None else float(threshold)
         hit = dist < t  # anchor `evaluation.py`: #(d < t)
@@ -296,7 +303,7 @@ def lsp_pck(
         hit = dist <= t  # farrajota `computePCK.m:14`: <=
     # count/N*100 then (a+b)/2 reproduces every printed digit of the six metrics.md s.3 rows,
     # ties included; 100*count/N (bearpaw's MPII order) misprints 4 of those .x5 ties.
-    correct, total, per_joint = _counts(hit, np.ones_like(hit), divide_first=True)
+    correct, total, per_joint = _counts(hit, mask, divide_first=True)
     return PCKResult(
         per_joint=per_joint,
         correct=correct,

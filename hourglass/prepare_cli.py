@@ -2,6 +2,8 @@
 
 Defaults come from ``configs/dataset/<dataset>.yaml``; the flags override them, and the cache lands
 exactly where ``alpose train dataset=<dataset> ...`` with the same settings looks for it.
+Real sets: ``alpose prepare mpii --root data/mpii``, ``alpose prepare lsp --root data/lsp --lspet
+data/lspet`` (``--download`` fetches them first), ``alpose prepare lspet_mini``.
 """
 
 from __future__ import annotations
@@ -11,12 +13,21 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from hourglass.errors import AlposeError
+
+REAL = ("mpii", "lsp", "lspet_mini")
 
 
 def register(parser: argparse.ArgumentParser):
     """Add the flags; returns the function that runs the command."""
-    parser.add_argument("dataset", choices=["synthetic"], help="which dataset to prepare")
+    parser.add_argument("dataset", choices=["synthetic", *REAL], help="which dataset to prepare")
+    parser.add_argument("--root", help="real sets: the dataset folder (default: the config's)")
+    parser.add_argument("--lspet", help="lsp: the LSP Extended folder (default: the config's)")
+    parser.add_argument(
+        "--download", action="store_true", help="real sets: fetch the official archives first"
+    )
     parser.add_argument("--size", type=int, help="crop side in pixels (default: the config's)")
     parser.add_argument("--seed", type=int, help="generator seed")
     for split in ("train", "val", "test"):
@@ -28,7 +39,8 @@ def register(parser: argparse.ArgumentParser):
         action="append",
         default=[],
         metavar="KNOB=VALUE",
-        help="a generator knob (repeatable), e.g. --set occluder_prob=0.5; values are JSON",
+        help="synthetic: a generator knob, e.g. --set occluder_prob=0.5; real sets: a dataset "
+        "setting, e.g. --set protocol=standard (repeatable; values are JSON)",
     )
     parser.add_argument("--data-dir", default="data", help="where caches live (default: data)")
     parser.add_argument("--out", type=Path, help="write the cache here instead of its default path")
@@ -70,8 +82,68 @@ def dataset_config(args: argparse.Namespace) -> dict:
     return cfg
 
 
+def real_config(args: argparse.Namespace) -> dict:
+    """A real dataset's config with the flags applied (``--root``, ``--lspet``, ``--size``, ``--set``)."""
+    from omegaconf import OmegaConf
+
+    from hourglass.config import load_group
+
+    cfg = OmegaConf.to_container(load_group("dataset", args.dataset), resolve=True)
+    if args.root is not None:
+        cfg["root"] = args.root
+    if args.lspet is not None:
+        cfg["lspet"] = args.lspet
+    if args.size is not None:
+        cfg["size"] = args.size
+        cfg["store_size"] = round(args.size * 2 / 1.75)
+    cfg.update(dict(_knob(k) for k in args.set))
+    return cfg
+
+
+def run_real(args: argparse.Namespace) -> int:
+    """Download if asked, then build (or keep, when up to date) a real dataset's cache."""
+    from hourglass.datasets.real import prepare, resolve
+
+    cfg = real_config(args)
+    if args.download:
+        from hourglass.datasets.download import download_dataset  # lazily: optional module
+
+        folders = [("lspet" if args.dataset == "lspet_mini" else args.dataset, cfg["root"])]
+        if args.dataset == "lsp" and cfg.get("lspet"):
+            folders.append(("lspet", cfg["lspet"]))
+        for name, folder in folders:
+            download_dataset(name, resolve(folder) or Path(folder))
+    print(prepare(cfg, args.data_dir, workers=args.workers, force=args.force, out=args.out))
+    if args.preview:
+        from hourglass.datasets.registry import load_dataset
+        from hourglass.datasets.views import model_batch
+        from hourglass.preview import preview_grid, save_png
+
+        cache = load_dataset(cfg, args.data_dir) if not args.out else None
+        if cache is None:
+            from hourglass.datasets.cache import load_cache
+
+            cache = load_cache(args.out)
+        idx = np.arange(min(32, len(cache)))
+        images, joints, vis = model_batch(cache, idx, None)
+        if joints.shape[1] == 14:  # the preview draws MPII's skeleton
+            from hourglass.datasets.lsp import to_mpii_order
+
+            joints, vis = to_mpii_order(joints, vis)
+        save_png(args.preview, preview_grid(images, joints, vis))
+        print(f"wrote preview {args.preview}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Render (if needed) and write the cache; draw the preview if asked."""
+    if args.dataset in REAL:
+        return run_real(args)
+    for flag in ("root", "lspet"):
+        if getattr(args, flag) is not None:
+            raise AlposeError(f"--{flag} is for real datasets, not '{args.dataset}'")
+    if args.download:
+        raise AlposeError("--download is for real datasets; the synthetic set is rendered")
     from hourglass.datasets.cache import load_cache
     from hourglass.datasets.registry import cache_path
     from hourglass.datasets.synthetic_cache import write_synthetic_cache

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from hourglass.augment import AugmentConfig, PoseAugmenter
 from hourglass.datasets.cache import PoseCache
+from hourglass.datasets.views import model_batch, target_joints
 from hourglass.device import autocast, resolve_device
 from hourglass.errors import AlposeError
 from hourglass.evaluate import decode_coords, headline, images_to_tensor, iterate_outputs, score
@@ -134,16 +135,11 @@ def _state(module: nn.Module) -> dict[str, Tensor]:
 def make_batch(
     data: PoseCache, idx: np.ndarray, augmenter: PoseAugmenter | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gather (and augment) crops: images (B,S,S,3) uint8, joints (B,J,2), visibility (B,J)."""
-    images, joints, vis = data.images[idx], data.joints[idx], data.visibility[idx]
-    if augmenter is None or not augmenter.cfg.enabled:
-        return images, joints, vis
-    out = [augmenter(images[i], joints[i], vis[i]) for i in range(len(idx))]
-    return (
-        np.stack([o[0] for o in out]),
-        np.stack([o[1] for o in out]),
-        np.stack([o[2] for o in out]),
-    )
+    """Gather (and augment) crops: images (B,S,S,3) uint8, joints (B,J,2), visibility (B,J).
+
+    The one cropping path is ``hourglass.datasets.views.model_batch``.
+    """
+    return model_batch(data, idx, augmenter)
 
 
 def batch_targets(
@@ -189,7 +185,7 @@ def selection_metrics(
         model, data, indices, batch_size=cfg.eval_batch_size, device=device
     ):
         targets, has_target = batch_targets(
-            data.joints[idx],
+            target_joints(data, data.joints[idx], data.visibility[idx]),
             data.visibility[idx],
             data.image_size,
             out.heatmaps.shape[-1],

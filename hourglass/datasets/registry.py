@@ -52,6 +52,10 @@ def cache_path(cfg: DictConfig | dict, data_dir: str | Path) -> Path:
         return Path(data_dir) / f"synthetic-{c['size']}px-seed{c['seed']}-{digest[:8]}.h5"
     if c.get("cache"):
         return Path(c["cache"])
+    from hourglass.datasets.real import REAL_DATASETS, cache_file
+
+    if c["name"] in REAL_DATASETS:
+        return cache_file(c, data_dir)
     raise AlposeError(f"dataset '{c['name']}' has no cache path configured")
 
 
@@ -59,6 +63,11 @@ def prepare_command(cfg: DictConfig | dict, data_dir: str | Path = "data") -> st
     """The ``alpose prepare`` command that creates this config's cache (flags only where they differ)."""
     c = _plain(cfg)
     if c["name"] != "synthetic":
+        from hourglass.datasets.real import REAL_DATASETS, prepare_hint
+
+        if c["name"] in REAL_DATASETS:
+            hint = prepare_hint(c)
+            return hint + (f" --data-dir {data_dir}" if str(data_dir) != "data" else "")
         return f"alpose prepare {c['name']}"
     default = _plain(load_group("dataset", "synthetic"))
     parts = ["alpose prepare synthetic"]
@@ -76,5 +85,16 @@ def prepare_command(cfg: DictConfig | dict, data_dir: str | Path = "data") -> st
 
 
 def load_dataset(cfg: DictConfig | dict, data_dir: str | Path) -> PoseCache:
-    """Load the cache of a dataset config; a missing one names the command that creates it."""
-    return load_cache(cache_path(cfg, data_dir), prepare_hint=prepare_command(cfg, data_dir))
+    """Load the cache of a dataset config; a missing one names the command that creates it.
+
+    ``in_memory`` (default: by size) and ``head_pull`` (training targets; paper 0.8) come from it.
+    """
+    c = _plain(cfg)
+    in_memory = c.get("in_memory")
+    cache = load_cache(
+        cache_path(c, data_dir),
+        prepare_hint=prepare_command(c, data_dir),
+        in_memory=None if in_memory is None else bool(in_memory),
+    )
+    cache.target_head_pull = float(c.get("head_pull") or 0.0)
+    return cache
