@@ -31,6 +31,11 @@ ARGPARSE_COMMANDS: dict[str, tuple[str, str, str]] = {
         "active.status_cli",
         "register",
     ),
+    "analyze": (
+        "analyses of a finished run (learning-loss: Gamma fit, LearningLoss++ tables)",
+        "active.analyze_cli",
+        "register",
+    ),
     "prepare": (
         "render or convert a dataset into the HDF5 crop cache",
         "hourglass.prepare_cli",
