@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,9 +150,11 @@ def find_checkpoint(
 
 
 def true_losses(model, data, indices: np.ndarray, train_cfg, device) -> np.ndarray:
-    """The pose loss of every image in ``indices`` (no augmentation), as training defines it."""
+    """The pose loss of every image in ``indices`` (no augmentation), with the targets and loss
+    of training's selection pass (``hourglass.train.selection_metrics``), per image."""
     import torch
 
+    from hourglass.datasets.views import target_joints
     from hourglass.evaluate import iterate_outputs
     from hourglass.losses import per_sample_loss
     from hourglass.train import batch_targets
@@ -161,9 +164,10 @@ def true_losses(model, data, indices: np.ndarray, train_cfg, device) -> np.ndarr
         for idx, out in iterate_outputs(
             model, data, indices, batch_size=train_cfg.eval_batch_size, device=device
         ):
+            vis = data.visibility[idx]
             targets, has_target = batch_targets(
-                data.joints[idx],
-                data.visibility[idx],
+                target_joints(data, data.joints[idx], vis),
+                vis,
                 data.image_size,
                 out.heatmaps.shape[-1],
                 train_cfg,
@@ -173,22 +177,36 @@ def true_losses(model, data, indices: np.ndarray, train_cfg, device) -> np.ndarr
     return torch.cat(out_losses).double().cpu().numpy() if out_losses else np.zeros(0)
 
 
-def run_losses(args: argparse.Namespace) -> tuple[np.ndarray, str]:
-    """True per-sample losses of the chosen model on held-out images, and a line describing them."""
+@dataclass
+class RunModel:
+    """A run's model at one cycle, with the data and config it was trained with."""
+
+    model: Any
+    data: Any
+    cfg: Any
+    checkpoint: Checkpoint
+
+
+def load_run_model(
+    run_dir: Path,
+    acquirer: str | None = None,
+    seed: int | None = None,
+    cycle: int | None = None,
+    data_dir: str | Path | None = None,
+) -> RunModel:
+    """Rebuild the model of (acquirer, seed, cycle) from the run's stored config and its
+    weights-only checkpoint, and load the dataset the run used (``run_cli.load_data``)."""
     import torch
 
     from active.run_cli import load_data
-    from hourglass.device import resolve_device
-    from hourglass.train_cli import build_model, train_config
+    from hourglass.train_cli import build_model
 
-    cfg = load_run_config(args.run_dir)
-    ckpt = find_checkpoint(args.run_dir, args.acquirer, args.seed, args.cycle)
-    if args.data_dir:
-        cfg.paths.data = str(args.data_dir)
+    cfg = load_run_config(run_dir)
+    ckpt = find_checkpoint(run_dir, acquirer, seed, cycle)
+    if data_dir:
+        cfg.paths.data = str(data_dir)
     cfg.progress = False
     data = load_data(cfg)
-    split = args.split or str(cfg.protocol.report_split)
-    indices = data.indices(split)
     model = build_model(cfg.model, data.num_joints, data.image_size)
     state = torch.load(ckpt.path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "model" not in state:
@@ -197,12 +215,24 @@ def run_losses(args: argparse.Namespace) -> tuple[np.ndarray, str]:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
         raise AlposeError(
-            f"{ckpt.path} does not fit the model in {args.run_dir / 'config.yaml'}: "
+            f"{ckpt.path} does not fit the model in {run_dir / 'config.yaml'}: "
             f"{str(err).splitlines()[0]}"
         ) from err
-    tcfg = train_config(cfg)
+    return RunModel(model, data, cfg, ckpt)
+
+
+def run_losses(args: argparse.Namespace) -> tuple[np.ndarray, str]:
+    """True per-sample losses of the chosen model on held-out images, and a line describing them."""
+    from hourglass.device import resolve_device
+    from hourglass.train_cli import train_config
+
+    run = load_run_model(args.run_dir, args.acquirer, args.seed, args.cycle, args.data_dir)
+    split = args.split or str(run.cfg.protocol.report_split)
+    indices = run.data.indices(split)
+    tcfg = train_config(run.cfg)
     device = resolve_device(args.device)
-    losses = true_losses(model.to(device), data, indices, tcfg, device)
+    losses = true_losses(run.model.to(device), run.data, indices, tcfg, device)
+    ckpt = run.checkpoint
     where = (
         f"{len(losses)} true per-sample losses ({tcfg.loss}) of {args.run_dir} "
         f"{ckpt.acquirer} seed {ckpt.seed} cycle {ckpt.cycle} on the '{split}' split"

@@ -142,7 +142,8 @@ def tiny_run(tiny_data_dir, tmp_path_factory):
     from active.cli import main
 
     runs = tmp_path_factory.mktemp("runs")
-    extra = ["acquirers=[random]", "seeds=[0]", "cycles=1", "train.loss=mse", "train.peak=30"]
+    extra = ["acquirers=[random]", "seeds=[0]", "cycles=1", "epochs_first=1"]
+    extra += ["train.loss=mse", "train.peak=30"]
     assert main(["run", "experiment=smoke", *tiny_overrides(tiny_data_dir, runs), *extra]) == 0
     return runs / "smoke"
 
@@ -165,6 +166,22 @@ def test_cli_on_a_finished_run_fits_k_and_theta_and_prints_both_tables(cli, tiny
     status, stdout, _ = cli("analyze", "learning-loss", tiny_run, "--cycle", "0")
     assert status == 0 and "random seed 0 cycle 0" in stdout
     assert not math.isclose(float(stdout.split("observed mean ")[1].split(",")[0]), observed)
+
+
+def test_true_losses_average_to_trainings_selection_loss(tiny_run):
+    import torch
+
+    from active.analyze_cli import load_run_model, true_losses
+    from hourglass.train import selection_metrics
+    from hourglass.train_cli import train_config
+
+    run = load_run_model(tiny_run, cycle=1)
+    tcfg = train_config(run.cfg)
+    idx = run.data.indices("test")
+    cpu = torch.device("cpu")
+    losses = true_losses(run.model, run.data, idx, tcfg, cpu)
+    assert losses.shape == (len(idx),) and losses.std() > 0
+    assert losses.mean() == pytest.approx(selection_metrics(run.model, run.data, idx, tcfg, cpu)[0])
 
 
 @pytest.mark.parametrize(
