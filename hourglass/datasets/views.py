@@ -24,11 +24,28 @@ from hourglass.joints import flip_permutation
 MPII_UPPER_NECK, MPII_HEAD_TOP = 8, 9
 
 
+# Evaluation crops are deterministic: keep them once cut while they fit in this many bytes.
+EVAL_MEMO_LIMIT = 1024**3
+
+
 def model_images(data: PoseCache, idx: np.ndarray) -> np.ndarray:
     """Evaluation crops (B, S, S, 3) uint8 of rows ``idx`` (no augmentation)."""
     if not data.has_margin:
         return data.images[idx]
-    return model_batch(data, idx, None)[0]
+    idx = np.asarray(idx, dtype=np.int64)
+    size = data.image_size
+    if len(data) * size * size * 3 > EVAL_MEMO_LIMIT:
+        return _cut(data, idx, None)[0]
+    memo = data.__dict__.get("_eval_memo")
+    if memo is None:
+        memo = (np.zeros((len(data), size, size, 3), np.uint8), np.zeros(len(data), bool))
+        data.__dict__["_eval_memo"] = memo
+    images, done = memo
+    todo = np.unique(idx[~done[idx]])
+    if len(todo):
+        images[todo] = _cut(data, todo, None)[0]
+        done[todo] = True
+    return images[idx]
 
 
 def model_batch(
@@ -46,8 +63,10 @@ def model_batch(
             out = [augmenter(images[i], joints[i], vis[i]) for i in range(len(idx))]
             images = np.stack([o[0] for o in out])
             joints, vis = np.stack([o[1] for o in out]), np.stack([o[2] for o in out])
-    else:
-        images, joints, vis = _cut(data, idx, augmenter if augment else None)
+    elif augment:
+        images, joints, vis = _cut(data, idx, augmenter)
+    else:  # the evaluation crop: the cached joints are already in its frame
+        images, joints, vis = model_images(data, idx), data.joints[idx], data.visibility[idx]
     return images, target_joints(data, joints, vis), vis
 
 
@@ -94,25 +113,29 @@ def _cut(
     return images, joints, vis
 
 
+def _mapped(maps: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and y (B, S, S) of every output pixel centre under per-row affine maps (B, 2, 3)."""
+    m = torch.from_numpy(maps).float()[:, :, :, None, None]
+    u = torch.arange(size, dtype=torch.float32).view(1, 1, size)
+    v = torch.arange(size, dtype=torch.float32).view(1, size, 1)
+    return m[:, 0, 0] * u + m[:, 0, 1] * v + m[:, 0, 2], m[:, 1, 0] * u + m[:, 1, 1] * v + m[
+        :, 1, 2
+    ]
+
+
 def _warp(
     stored: np.ndarray, stored_to_image: np.ndarray, image_to_out: np.ndarray, box, size: int
 ) -> np.ndarray:
     """Sample (B, S, S, 3) uint8 output crops; zero outside each clipped box."""
-    n, side = stored.shape[0], stored.shape[1]
+    side = stored.shape[1]
     out_to_image = crops.invert(image_to_out)
     out_to_stored = crops.compose(crops.invert(stored_to_image.astype(np.float64)), out_to_image)
-    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="xy"), -1)
-    homog = np.concatenate([grid, np.ones((size, size, 1))], -1).astype(np.float64)
-    src = np.einsum("bij,hwj->bhwi", out_to_stored, homog)
-    img = np.einsum("bij,hwj->bhwi", out_to_image, homog)
-    inside = (
-        (img[..., 0] >= box[:, None, None, 0] - 0.5)
-        & (img[..., 0] <= box[:, None, None, 2] - 0.5)
-        & (img[..., 1] >= box[:, None, None, 1] - 0.5)
-        & (img[..., 1] <= box[:, None, None, 3] - 0.5)
-    )
-    norm = torch.from_numpy(src * (2.0 / (side - 1)) - 1.0).float()
+    sx, sy = _mapped(out_to_stored, size)
+    ix, iy = _mapped(out_to_image, size)
+    b = torch.from_numpy(box).float()[:, :, None, None] - 0.5
+    inside = (ix >= b[:, 0]) & (ix <= b[:, 2]) & (iy >= b[:, 1]) & (iy <= b[:, 3])
+    grid = torch.stack([sx, sy], -1).mul_(2.0 / (side - 1)).sub_(1.0)
     x = torch.from_numpy(np.ascontiguousarray(stored)).permute(0, 3, 1, 2).float()
-    y = F.grid_sample(x, norm, mode="bilinear", padding_mode="zeros", align_corners=True)
-    y = y.permute(0, 2, 3, 1) * torch.from_numpy(inside)[..., None]
-    return y.round_().clamp_(0, 255).to(torch.uint8).numpy().reshape(n, size, size, 3)
+    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    y = y.mul_(inside[:, None]).round_().clamp_(0, 255).to(torch.uint8)
+    return y.permute(0, 2, 3, 1).contiguous().numpy()
