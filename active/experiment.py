@@ -6,6 +6,13 @@ Pairing by construction: for seed ``s`` the initial labelled set and the initial
 cycle's model, train (warm or cold start by protocol), evaluate both PCKh conventions per joint,
 save. Every write is atomic and ``state.json`` is written last, so a run killed at any moment
 resumes from its last finished cycle and, on CPU, ends with the same numbers.
+
+Auxiliary heads (acquirers with ``auxiliary_head``, see ``acquirers/base.py``): in cycles >= 1 the
+head trains beside the pose net in the same ``fit`` (stop-gradient), is saved in the cycle's
+checkpoint (``{"model": ..., "aux": {name: state}}``) and starts the next cycle from there whenever
+the pose net does (warm start; a cold start re-initialises both). Cycle 0's pose model is shared,
+so its head is trained afterwards on that frozen model (``head_pass.py``) and saved alone in the
+cell's ``checkpoints/cycle_0.pt``; that pass's time counts as cycle 1's acquisition time.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from active.acquirers.base import AcquisitionContext
+from active.head_pass import fit_head_frozen
 from active.layout import INITIAL, METRIC_COLUMNS, budget_schedule, joint_columns, seed_dir
 from hourglass.datasets.cache import PoseCache
 from hourglass.device import resolve_device
 from hourglass.errors import AlposeError
 from hourglass.evaluate import headline, predict_coords, score
 from hourglass.io import atomic_path, save_torch, write_json
-from hourglass.train import FitResult, TrainConfig, fit
+from hourglass.train import AuxiliaryHead, FitResult, TrainConfig, fit
 
 # Seed-stream tags, so that the streams of one seed never collide.
 _INITIAL_SET, _HOLDOUT, _ACQUIRE, _SUBSAMPLE = 11, 13, 17, 19
@@ -120,6 +128,16 @@ def train_seed(seed: int, cycle: int) -> int:
     return 10_007 * seed + cycle
 
 
+def head_seed(seed: int) -> int:
+    """Torch seed of an auxiliary head's initial weights (every cold start of the seed's head)."""
+    return 1_000_003 * seed + 29
+
+
+def has_aux_head(acquirer: Any) -> bool:
+    """Whether ``acquirer`` scores with an auxiliary head it wants trained beside the pose net."""
+    return callable(getattr(acquirer, "auxiliary_head", None))
+
+
 class Experiment:
     """One experiment: its config, data, model factory and result folder."""
 
@@ -152,21 +170,59 @@ class Experiment:
         torch.manual_seed(model_seed(seed))
         return self.build_model()
 
+    def _fresh_head(self, acquirer: Any, model: torch.nn.Module, seed: int) -> AuxiliaryHead:
+        torch.manual_seed(head_seed(seed))
+        return acquirer.auxiliary_head(model, self.data, self.protocol.name)
+
     def train_cycle(
-        self, seed: int, cycle: int, labelled: np.ndarray, previous: Path | None
-    ) -> tuple[torch.nn.Module, FitResult]:
-        """Train cycle ``cycle`` on ``labelled`` (warm from ``previous`` when the protocol says so)."""
+        self,
+        seed: int,
+        cycle: int,
+        labelled: np.ndarray,
+        previous: Path | None,
+        acquirer: Any = None,
+        previous_aux: Path | None = None,
+    ) -> tuple[torch.nn.Module, FitResult, AuxiliaryHead | None]:
+        """Train cycle ``cycle`` on ``labelled`` (warm from ``previous`` when the protocol says so).
+
+        An acquirer with an auxiliary head gets it trained alongside (warm from ``previous_aux``,
+        default ``previous``, whenever the pose net is warm); the head is returned trained.
+        """
         model = self._fresh_model(seed)
+        head = self._fresh_head(acquirer, model, seed) if has_aux_head(acquirer) else None
         init = None
         if previous is not None and self.protocol.warm_start:
             init = torch.load(previous, map_location="cpu", weights_only=True)["model"]
+            if head is not None:
+                aux = torch.load(previous_aux or previous, map_location="cpu", weights_only=True)
+                head.module.load_state_dict(aux["aux"][head.name])
         train_idx, select_idx = self._selection_indices(labelled, seed)
         epochs = self.plan.epochs_first if cycle == 0 else self.plan.epochs_later
         tcfg = dataclasses.replace(self.train_cfg, epochs=epochs, seed=train_seed(seed, cycle))
         result = fit(
-            model, self.data, train_idx, select_idx, tcfg, init_state=init, progress=self.progress
+            model,
+            self.data,
+            train_idx,
+            select_idx,
+            tcfg,
+            init_state=init,
+            aux_heads=[head] if head is not None else [],
+            progress=self.progress,
         )
-        return model, result
+        return model, result, head
+
+    def initial_head(
+        self, acquirer: Any, model: torch.nn.Module, seed: int, labelled: np.ndarray, folder: Path
+    ) -> AuxiliaryHead:
+        """Train ``acquirer``'s head on the frozen shared cycle-0 model; save it in ``folder``."""
+        head = self._fresh_head(acquirer, model, seed)
+        train_idx, _ = self._selection_indices(labelled, seed)
+        epochs = getattr(acquirer, "head_epochs", None) or self.plan.epochs_later
+        tcfg = dataclasses.replace(self.train_cfg, seed=train_seed(seed, 0))
+        state = fit_head_frozen(model, head, self.data, train_idx, tcfg, int(epochs))
+        head.module.load_state_dict(state)
+        save_torch(folder / "checkpoints" / "cycle_0.pt", {"aux": {head.name: state}})
+        return head
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
         """Both conventions, per joint, on the report split."""
@@ -212,7 +268,7 @@ class Experiment:
         if load_state(folder).cycle >= 0:
             return
         labelled = initial_labelled(self.pool, self.plan.budgets[0], seed)
-        model, result = self.train_cycle(seed, 0, labelled, None)
+        model, result, _ = self.train_cycle(seed, 0, labelled, None)
         row = self._row(0, len(labelled), result, self.evaluate(model), 0.0)
         save_torch(folder / "checkpoints" / "cycle_0.pt", {"model": result.best_state})
         write_rows(folder / "metrics.csv", [row], self.data.joint_names)
@@ -226,6 +282,7 @@ class Experiment:
         rows = [r for r in read_rows(folder / "metrics.csv") if int(r["cycle"]) <= state.cycle]
         acquirer = self.acquirers[name]
         for cycle in range(state.cycle + 1, self.plan.cycles):
+            head, head_seconds = None, 0.0
             if cycle == 0:
                 self.run_initial(seed)
                 rows = read_rows(initial / "metrics.csv")
@@ -235,12 +292,19 @@ class Experiment:
                 model.load_state_dict(
                     torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
                 )
+                if has_aux_head(acquirer) and self.plan.cycles > 1:
+                    t0 = time.perf_counter()
+                    head = self.initial_head(acquirer, model, seed, labelled, folder)
+                    head_seconds = time.perf_counter() - t0
             else:
                 labelled = np.asarray(state.labelled, np.int64)
                 previous = folder / "checkpoints" / f"cycle_{cycle - 1}.pt"
+                previous_aux = None
                 if cycle == 1:
-                    previous = initial / "checkpoints" / "cycle_0.pt"
-                model, result = self.train_cycle(seed, cycle, labelled, previous)
+                    previous, previous_aux = initial / "checkpoints" / "cycle_0.pt", previous
+                model, result, head = self.train_cycle(
+                    seed, cycle, labelled, previous, acquirer, previous_aux
+                )
                 rows.append(
                     self._row(
                         cycle,
@@ -250,15 +314,18 @@ class Experiment:
                         state.acquisition_seconds,
                     )
                 )
-                save_torch(
-                    folder / "checkpoints" / f"cycle_{cycle}.pt", {"model": result.best_state}
-                )
+                checkpoint = {"model": result.best_state}
+                if head is not None:
+                    checkpoint["aux"] = result.aux_states
+                save_torch(folder / "checkpoints" / f"cycle_{cycle}.pt", checkpoint)
             next_labelled, seconds = labelled, 0.0
             if cycle + 1 < self.plan.cycles:
                 k = self.plan.budgets[cycle + 1] - self.plan.budgets[cycle]
+                aux_module = head.module if head is not None else None
                 next_labelled, seconds = self.acquire(
-                    acquirer, model, labelled, seed, cycle + 1, k, folder
+                    acquirer, model, labelled, seed, cycle + 1, k, folder, aux_module
                 )
+                seconds += head_seconds
             write_rows(folder / "metrics.csv", rows, self.data.joint_names)
             state = CellState(cycle, np.asarray(next_labelled).tolist(), seconds)
             save_state(folder, state)
@@ -272,6 +339,7 @@ class Experiment:
         cycle: int,
         k: int,
         folder: Path,
+        aux_head: torch.nn.Module | None = None,
     ) -> tuple[np.ndarray, float]:
         """Let the acquirer pick ``k`` new rows for ``cycle``; saves the picks and their scores."""
         t0 = time.perf_counter()
@@ -295,7 +363,9 @@ class Experiment:
             device=self.device,
             loss=self.train_cfg.loss,
             batch_size=self.train_cfg.eval_batch_size,
+            aux_head=aux_head.to(self.device) if aux_head is not None else None,
             progress=self.progress,
+            protocol=self.protocol.name,
         )
         picks = np.asarray(acquirer.select(ctx, k), dtype=np.int64)
         check_picks(picks, unlabelled, k, type(acquirer).__name__)

@@ -4,13 +4,24 @@ An acquirer sees the model only through :class:`AcquisitionContext`: the pool in
 ``infer`` (no augmentation, on the device, with a progress bar) and a seeded random generator.
 A new acquirer is a class with ``select`` plus ``configs/acquirer/<name>.yaml`` whose ``_target_``
 names it; ``acquirer._target_=my.module.Class`` works from the command line too.
+
+Auxiliary heads (Learning Loss, aleatoric, VL4Pose): an acquirer that also has
+``auxiliary_head(model, data, protocol) -> hourglass.train.AuxiliaryHead`` (see
+:class:`AuxiliaryAcquirer`) gets that head trained beside the pose net in every cycle's ``fit``
+(stop-gradient, same run), checkpointed with the pose weights and warm-started with them; its
+trained module is ``ctx.aux_head`` in ``select``. For cycle 0, which every acquirer of a seed
+shares, the head is trained on the frozen shared model for ``head_epochs`` epochs (null: the
+experiment's ``epochs_later``), so the pose weights stay identical across acquirers.
+
+Anchor bugs: ``anchor_bugs="auto"`` keeps the anchor's behaviour under ``protocol=paper`` and fixes
+it otherwise; ``"keep"`` and ``"fix"`` force either (:func:`keeps_anchor_bugs`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -19,6 +30,9 @@ from torch import nn
 from hourglass.datasets.cache import PoseCache
 from hourglass.evaluate import iterate_outputs
 from hourglass.losses import LossKind, to_heatmaps
+
+if TYPE_CHECKING:
+    from hourglass.train import AuxiliaryHead
 
 
 @dataclass
@@ -51,6 +65,7 @@ class AcquisitionContext:
     batch_size: int = 64
     aux_head: nn.Module | None = None
     progress: bool = True
+    protocol: str = "standard"
 
     def infer(
         self,
@@ -94,6 +109,28 @@ class AcquisitionContext:
         joined = {k: torch.cat(v) if v else None for k, v in parts.items()}
         return Inference(indices, **joined)
 
+    def infer_chunks(
+        self, indices: Sequence[int] | np.ndarray, chunk: int, **what: bool
+    ) -> Iterator[Inference]:
+        """:meth:`infer` over ``chunk`` rows at a time (memory O(chunk) for heatmap scorers)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        for start in range(0, len(indices), max(1, int(chunk))):
+            yield self.infer(indices[start : start + chunk], **what)
+
+
+def keeps_anchor_bugs(anchor_bugs: str, protocol: str) -> bool:
+    """Whether to reproduce the anchor's bugs: ``keep``, ``fix``, or ``auto`` (keep iff paper)."""
+    if anchor_bugs not in ("auto", "keep", "fix"):
+        raise ValueError(f"anchor_bugs must be auto, keep or fix, got {anchor_bugs!r}")
+    return anchor_bugs == "keep" or (anchor_bugs == "auto" and protocol == "paper")
+
+
+def top_k(scores: np.ndarray, k: int, highest: bool = True) -> np.ndarray:
+    """Positions of the ``k`` highest (or lowest) scores, best first; ties: lowest position."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores if highest else scores, kind="stable")
+    return order[: min(int(k), len(scores))]
+
 
 @runtime_checkable
 class Acquirer(Protocol):
@@ -101,4 +138,15 @@ class Acquirer(Protocol):
 
     def select(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
         """Return ``k`` distinct indices drawn from ``ctx.unlabelled`` (most wanted first)."""
+        ...
+
+
+@runtime_checkable
+class AuxiliaryAcquirer(Acquirer, Protocol):
+    """An acquirer that scores with an auxiliary head trained beside the pose net."""
+
+    head_epochs: int | None  # epochs of the cycle-0 head pass on the frozen shared model
+
+    def auxiliary_head(self, model: nn.Module, data: PoseCache, protocol: str) -> AuxiliaryHead:
+        """A freshly initialised head (and its loss) for ``model`` on ``data`` (seeded by caller)."""
         ...

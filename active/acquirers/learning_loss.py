@@ -1,0 +1,147 @@
+"""Learning Loss (Yoo & Kweon, CVPR 2019) and LearningLoss++ (Shukla & Ahmed, CVPR-W 2021).
+
+A head predicts each image's pose loss from the pose net's detached multi-scale features; the
+unlabelled images with the highest predicted loss are labelled next (anchor.md 6.4-6.5). Training
+pairs a batch's first half with its second, (i, i + B/2), and uses the anchor's per-sample loss:
+the pose loss (mean over stacks) divided by (annotated joints + 0.1).
+
+margin (Learning Loss): mean over pairs of max(0, xi - sign(l_i - l_j) (lhat_i - lhat_j)), xi = 1.
+kl (LearningLoss++): mean over pairs of KL(p || q), p = (l_i, l_j) / (l_i + l_j), q =
+softmax(lhat_i, lhat_j); its gradient in lhat_i is (q_i - p_i) / pairs (papers.md).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from active.acquirers.base import AcquisitionContext, keeps_anchor_bugs, top_k
+from active.heads import HeadKind, build_head
+from hourglass.datasets.cache import PoseCache
+from hourglass.evaluate import iterate_outputs
+from hourglass.losses import per_sample_loss
+from hourglass.train import AuxBatch, AuxiliaryHead, TrainConfig, batch_targets
+
+Objective = Literal["margin", "kl"]
+
+
+def pair_halves(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(x[:B//2], x[B//2 : 2*(B//2)]): the anchor's pairs (i, i + B/2); an odd last row is unused."""
+    half = x.shape[0] // 2
+    return x[:half], x[half : 2 * half]
+
+
+def normalised_loss(sample_loss: Tensor, has_target: Tensor | None) -> Tensor:
+    """The anchor's per-sample target l / (n + 0.1), n = joints with a target (anchor.md 6.4)."""
+    if has_target is None:
+        return sample_loss
+    return sample_loss / (has_target.float().sum(dim=1) + 0.1)
+
+
+def margin_ranking_loss(predicted: Tensor, true: Tensor, margin: float = 1.0) -> Tensor:
+    """Yoo & Kweon's loss on pairs (i, i + B/2): mean max(0, margin - sign(l_i - l_j)(lhat_i - lhat_j))."""
+    pi, pj = pair_halves(predicted)
+    ti, tj = pair_halves(true)
+    if pi.numel() == 0:
+        return predicted.sum() * 0.0
+    hinge = margin - torch.sign(ti - tj) * (pi - pj)  # sign(0) = 0: ties cost the margin
+    return hinge.clamp_min(0).mean()
+
+
+def pair_kl_loss(predicted: Tensor, true: Tensor) -> Tensor:
+    """LearningLoss++ on pairs (i, i + B/2): mean KL(p || softmax(lhat_i, lhat_j))."""
+    pi, pj = pair_halves(predicted)
+    ti, tj = pair_halves(true)
+    if pi.numel() == 0:
+        return predicted.sum() * 0.0
+    t = torch.stack([ti, tj], dim=1).clamp_min(0)
+    p = t / t.sum(dim=1, keepdim=True).clamp_min(1e-30)
+    p = torch.where(t.sum(dim=1, keepdim=True) > 0, p, torch.full_like(p, 0.5))
+    log_q = torch.log_softmax(torch.stack([pi, pj], dim=1), dim=1)
+    return (torch.xlogy(p, p) - p * log_q).sum(dim=1).mean()
+
+
+@torch.no_grad()
+def true_and_predicted_losses(
+    model: nn.Module,
+    data: PoseCache,
+    indices: np.ndarray,
+    cfg: TrainConfig,
+    heads: dict[str, nn.Module],
+    device: torch.device,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Each row's true pose loss (eval mode, no augmentation) and each head's prediction of it."""
+    losses, preds = [], {name: [] for name in heads}
+    for head in heads.values():
+        head.to(device).eval()
+    for idx, out in iterate_outputs(
+        model, data, indices, batch_size=cfg.eval_batch_size, device=device
+    ):
+        targets, has = batch_targets(
+            data.joints[idx],
+            data.visibility[idx],
+            data.image_size,
+            out.heatmaps.shape[-1],
+            cfg,
+            device,
+        )
+        losses.append(per_sample_loss(out.heatmaps, targets, has, cfg.loss).cpu())
+        for name, head in heads.items():
+            preds[name].append(head(out).float().cpu())
+    return torch.cat(losses).numpy(), {k: torch.cat(v).numpy() for k, v in preds.items()}
+
+
+class LearningLossAcquirer:
+    """Highest predicted loss first; ``objective`` margin (Learning Loss) or kl (LearningLoss++).
+
+    ``head``: conv (anchor) or pooled (Yoo & Kweon). ``anchor_bugs`` (B14): keep = the head's
+    learning rate never decays; fix = it decays with the pose net's. ``head_epochs``: the cycle-0
+    head pass (null: the experiment's epochs_later). ``last_scores``: the picks' predicted losses.
+    """
+
+    def __init__(
+        self,
+        objective: Objective = "kl",
+        head: HeadKind = "conv",
+        margin: float = 1.0,
+        normalise: bool = True,
+        weight: float = 1.0,
+        head_epochs: int | None = None,
+        anchor_bugs: str = "auto",
+    ) -> None:
+        if objective not in ("margin", "kl"):
+            raise ValueError(f"objective must be 'margin' or 'kl', got {objective!r}")
+        keeps_anchor_bugs(anchor_bugs, "paper")  # validates the value
+        self.objective, self.head, self.margin = objective, head, float(margin)
+        self.normalise, self.weight, self.head_epochs = normalise, float(weight), head_epochs
+        self.anchor_bugs = anchor_bugs
+        self.last_scores: np.ndarray = np.zeros(0)
+
+    def loss(self, predicted: Tensor, sample_loss: Tensor, batch: AuxBatch) -> Tensor:
+        """The head's training loss for one batch."""
+        true = normalised_loss(sample_loss, batch.has_target if self.normalise else None)
+        if self.objective == "margin":
+            return margin_ranking_loss(predicted, true, self.margin)
+        return pair_kl_loss(predicted, true)
+
+    def auxiliary_head(self, model: nn.Module, data: PoseCache, protocol: str) -> AuxiliaryHead:
+        """A fresh loss-prediction head (one output) and its loss."""
+        return AuxiliaryHead(
+            name="learning_loss",
+            module=build_head(self.head, model, data, 1),
+            loss=self.loss,
+            weight=self.weight,
+            with_batch=True,
+            decay_lr=not keeps_anchor_bugs(self.anchor_bugs, protocol),
+        )
+
+    def select(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
+        """The ``k`` unlabelled rows with the highest predicted loss."""
+        pool = np.asarray(ctx.unlabelled, dtype=np.int64)
+        scores = ctx.infer(pool, aux=True).aux.float().cpu().numpy() if len(pool) else np.zeros(0)
+        picks = top_k(scores, k, highest=True)
+        self.last_scores = scores[picks]
+        return pool[picks]
