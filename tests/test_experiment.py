@@ -1,6 +1,7 @@
 """The cycle loop: pairing, determinism, resume after SIGKILL, and refusals with one clear line."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -172,3 +173,32 @@ def test_unknown_generator_knob_is_one_line_in_run_and_prepare(tmp_path, data_di
         "prepare", "synthetic", "--set", "occluder_prop=0.5", "--data-dir", tmp_path
     )
     assert status == 2 and "occluder_prop" in err and not list(tmp_path.glob("*.h5"))
+
+
+def _offered(tmp_path, data_dir, name, *extra):
+    """Run a one-seed smoke experiment with the recording acquirer; return what each cycle offered."""
+    log = tmp_path / f"{name}.jsonl"
+    target = "acquirer._target_=tests.recording_acquirer.UnlabelledRecorder"
+    r = alpose(
+        *smoke(tmp_path / name, data_dir, "acquirers=[]", "seeds=[0]", target),
+        f"+acquirer.out={log}",
+        *extra,
+    )
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_pool_subsample_offers_a_seeded_fresh_subset_of_the_unlabelled_pool(tmp_path, data_dir):
+    full = _offered(tmp_path, data_dir, "full")
+    sub = _offered(tmp_path, data_dir, "sub", "pool_subsample=50")
+    again = _offered(tmp_path, data_dir, "again", "pool_subsample=50")
+    assert len(full) == len(sub) == 2  # one acquisition after each of cycles 0 and 1
+    pool = set(full[0]["labelled"]) | set(full[0]["unlabelled"])
+    assert len(pool) == 160  # smoke: the whole training split is the pool
+    for f, s in zip(full, sub, strict=True):
+        assert len(f["unlabelled"]) == 160 - len(f["labelled"])  # off: the whole rest of the pool
+        assert len(s["unlabelled"]) == 50
+        assert set(s["unlabelled"]) <= pool - set(s["labelled"])  # never a labelled row
+    assert sub[0]["labelled"] == full[0]["labelled"]  # the initial set does not depend on it
+    assert set(sub[0]["unlabelled"]) != set(sub[1]["unlabelled"])  # a fresh subset each cycle
+    assert sub == again  # deterministic by seed
