@@ -70,6 +70,14 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch ``alpose <command> ...``; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -93,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `alpose table ... | head`: the reader left; stop quietly
+        _silence_stdout()
+        return 141
     known = ", ".join(sorted({**ARGPARSE_COMMANDS, **HYDRA_COMMANDS}))
     print(f"error: unknown command '{command}'; known commands: {known}", file=sys.stderr)
     return 2

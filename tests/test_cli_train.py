@@ -84,3 +84,20 @@ def test_unknown_command_and_bad_override_fail_cleanly(tmp_path, cli):
     assert status == 2 and "known commands" in err
     r = run_alpose("train", "model=nonexistent", cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_a_reader_that_leaves_early_gives_no_traceback():
+    """`alpose ... | head`: stdout closed before alpose writes must not end in a traceback."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, str(REPO / "scripts" / "alpose"), "analyze", "learning-loss"]
+    proc = subprocess.Popen(
+        [*cmd, "--k", "4", "--theta", "0.0666"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err
