@@ -41,6 +41,11 @@ ARGPARSE_COMMANDS: dict[str, tuple[str, str, str]] = {
         "hourglass.prepare_cli",
         "register",
     ),
+    "bench": (
+        "speed measurements (egl: EGL++ gradient norms, fast path vs reference loop)",
+        "active.bench_cli",
+        "register",
+    ),
 }
 HYDRA_COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": (

@@ -1,0 +1,226 @@
+"""``alpose bench <what>``: speed measurements. ``egl``: EGL++ per-target gradient norms.
+
+``alpose bench egl`` times :func:`active.acquirers.egl.per_target_sq_grad_norms` (one forward per
+image, the K targets through the network transpose as one batch) against the reference loop (one
+forward and backward per target) on the small and the paper hourglass, with random weights, random
+images and K = 30 targets that are the model's own predicted heatmaps of other random images (as
+EGL++'s neighbour targets). It prints seconds per image, the speed-up and the largest relative
+difference of the scores, and the machine's load average (the timings are only as good as the
+machine is idle). More benchmarks join the ``BENCHES`` table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from hourglass.config import config_dir
+from hourglass.errors import AlposeError
+from hourglass.io import write_json
+
+MODEL_INPUT = {"hourglass_small": 64, "hourglass_paper": 256}  # px: the CPU set and the papers'
+
+
+@dataclass
+class EGLBenchRow:
+    """One (model, device) measurement."""
+
+    model: str
+    input_px: int
+    parameters: int
+    targets: int
+    device: str
+    threads: int
+    images_fast: int
+    images_reference: int
+    fast_s_per_image: float
+    reference_s_per_image: float
+    speedup: float
+    max_rel_diff: float
+    load_before: float
+    load_after: float
+
+
+def _build(name: str, joints: int) -> torch.nn.Module:
+    from hourglass.model import StackedHourglass
+
+    path = config_dir() / "model" / f"{name}.yaml"
+    if not path.is_file():
+        raise AlposeError(f"unknown model config '{name}' (configs/model/{name}.yaml)")
+    cfg = OmegaConf.to_container(OmegaConf.load(path))
+    keys = ("stacks", "channels", "depth", "input_skip")
+    return StackedHourglass(joints=joints, **{k: cfg[k] for k in keys if k in cfg})
+
+
+def bench_egl_model(
+    name: str,
+    size: int,
+    images: int,
+    reference_images: int,
+    targets: int,
+    device: torch.device,
+    seed: int = 0,
+    grad_batch: int = 60,
+) -> EGLBenchRow:
+    """Time the fast path on ``images`` images and the reference loop on the first ``reference_images``."""
+    from active.acquirers.egl_grads import per_target_sq_grad_norms, reference_sq_grad_norms
+    from hourglass.model import count_parameters
+
+    torch.manual_seed(seed)
+    model = _build(name, 16).to(device).eval()
+    x = torch.rand(images, 3, size, size, device=device)
+    with torch.no_grad():
+        t = model(torch.rand(targets, 3, size, size, device=device)).heatmaps
+    t = t.unsqueeze(0).expand(images, *t.shape)
+    per = max(1, grad_batch // targets)
+    load_before = os.getloadavg()[0]
+    per_target_sq_grad_norms(model, x[:1], t[:1, :1])  # warm-up: trace, allocator
+    _sync(device)
+    t0 = time.perf_counter()
+    fast = torch.cat(
+        [
+            per_target_sq_grad_norms(model, x[i : i + per], t[i : i + per])
+            for i in range(0, images, per)
+        ]
+    )
+    _sync(device)
+    t1 = time.perf_counter()
+    m = max(1, min(reference_images, images))
+    ref = reference_sq_grad_norms(model, x[:m], t[:m])
+    _sync(device)
+    t2 = time.perf_counter()
+    diff = ((fast[:m].double() - ref.double()).abs() / ref.double().abs().clamp_min(1e-30)).max()
+    fast_s, ref_s = (t1 - t0) / images, (t2 - t1) / m
+    return EGLBenchRow(
+        model=name,
+        input_px=size,
+        parameters=count_parameters(model),
+        targets=targets,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        images_fast=images,
+        images_reference=m,
+        fast_s_per_image=round(fast_s, 4),
+        reference_s_per_image=round(ref_s, 4),
+        speedup=round(ref_s / fast_s, 2),
+        max_rel_diff=float(diff),
+        load_before=round(load_before, 2),
+        load_after=round(os.getloadavg()[0], 2),
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def format_rows(rows: list[EGLBenchRow]) -> str:
+    """A plain-text table of the measurements."""
+    head = [
+        "model",
+        "px",
+        "params",
+        "K",
+        "device",
+        "fast s/img",
+        "ref s/img",
+        "speed-up",
+        "max rel diff",
+        "load",
+    ]
+    lines = [head]
+    for r in rows:
+        lines.append(
+            [
+                r.model,
+                str(r.input_px),
+                f"{r.parameters:,}",
+                str(r.targets),
+                f"{r.device}x{r.threads}" if r.device == "cpu" else r.device,
+                f"{r.fast_s_per_image:.3f}",
+                f"{r.reference_s_per_image:.3f}",
+                f"{r.speedup:.2f}x",
+                f"{r.max_rel_diff:.1e}",
+                f"{r.load_before:.1f}/{r.load_after:.1f}",
+            ]
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in lines
+    )
+
+
+def run_egl(args: argparse.Namespace) -> int:
+    """``alpose bench egl``."""
+    if args.images < 1 or args.reference_images < 1 or args.targets < 1:
+        raise AlposeError("--images, --reference-images and --targets must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        devices = [torch.device("cuda")] if torch.cuda.is_available() else [torch.device("cpu")]
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        raise AlposeError("--device cuda asked for, but no CUDA device is available")
+    else:
+        devices = [torch.device(args.device)]
+    rows = []
+    for device in devices:
+        for name in args.models.split(","):
+            size = args.size or MODEL_INPUT.get(name, 256)
+            rows.append(
+                bench_egl_model(
+                    name, size, args.images, args.reference_images, args.targets, device, args.seed
+                )
+            )
+    print(format_rows(rows))
+    print(f"load = 1-minute load average before/after (cores: {os.cpu_count() or 0})")
+    if args.json:
+        write_json(Path(args.json), {"bench": "egl", "rows": [asdict(r) for r in rows]})
+    return 0
+
+
+BENCHES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+
+
+def _egl_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--models",
+        default="hourglass_small,hourglass_paper",
+        help="configs/model names, comma-separated",
+    )
+    p.add_argument("--images", type=int, default=2, help="images timed on the fast path")
+    p.add_argument(
+        "--reference-images", type=int, default=1, help="images timed on the reference loop"
+    )
+    p.add_argument("--targets", type=int, default=30, help="targets per image (EGL++'s k)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="input px for every model (default: 64 small, 256 paper)",
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the rows as JSON")
+
+
+BENCHES["egl"] = (
+    "EGL++ per-target gradient norms: fast path vs reference loop",
+    _egl_flags,
+    run_egl,
+)
+
+
+def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """Add the bench subcommands to ``parser``; returns the dispatcher."""
+    sub = parser.add_subparsers(dest="bench", metavar="what", required=True)
+    for name, (help_text, flags, _) in BENCHES.items():
+        flags(sub.add_parser(name, help=help_text, description=help_text))
+    return lambda args: BENCHES[args.bench][2](args)
