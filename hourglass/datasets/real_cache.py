@@ -16,7 +16,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import get_context
 from pathlib import Path
 
 import h5py
@@ -30,6 +30,7 @@ from hourglass.errors import AlposeError
 from hourglass.io import atomic_path
 
 APPEND = 64  # rows written per HDF5 append
+SMALL = 300  # fewer persons than this: decode in-process (starting workers costs more)
 
 
 @dataclass
@@ -132,10 +133,9 @@ def build_real_cache(
         bar = tqdm(
             total=len(tasks), desc=f"prepare {table.dataset}", unit="person", disable=not progress
         )
-        if workers > 1:
-            # fork: workers need only numpy/OpenCV, and spawn would re-run a guard-less main script
-            method = "fork" if "fork" in get_all_start_methods() else "spawn"
-            pool = ProcessPoolExecutor(workers, get_context(method), initializer=_init_worker)
+        if workers > 1 and len(tasks) >= SMALL:
+            # spawn, not fork: a fork after torch/OpenMP threads ran can deadlock the workers
+            pool = ProcessPoolExecutor(workers, get_context("spawn"), initializer=_init_worker)
             results = pool.map(_cut_one, tasks, chunksize=16)
         else:
             pool, results = None, map(_cut_one, tasks)
