@@ -100,7 +100,9 @@ def score(data: PoseCache, indices: np.ndarray, coords: np.ndarray) -> dict[str,
     """PCK of predicted crop coordinates in every convention the dataset supports.
 
     16 joints (MPII order, head-diagonal normaliser): ``standard`` PCKh@0.5 and ``paper``.
-    14 joints (LSP order): ``standard`` = torso PCK@0.2.
+    14 joints (LSP order): ``standard`` = torso PCK@0.2. Real LSP/LSPET caches also give the
+    anchor's ``paper`` PCK, mask unannotated joints and use the cached torso (MPII-order LSP is
+    scored on its 14 LSP joints).
     """
     gt = data.joints[indices].astype(np.float64)
     scored = data.visibility[indices] >= 0
@@ -111,7 +113,6 @@ def score(data: PoseCache, indices: np.ndarray, coords: np.ndarray) -> dict[str,
             for convention in ("standard", "paper")
         }
     if data.has_margin or data.num_joints != 14:  # real LSP/LSPET (masked; cached torso)
-        scored = data.visibility[indices] >= 0
         if data.num_joints == 16:  # LSP stored in MPII order: score the 14 LSP joints
             lsp = list(LSP_TO_MPII)
             coords, gt, scored = coords[:, lsp], gt[:, lsp], scored[:, lsp]
