@@ -68,6 +68,7 @@ class Plan:
     epochs_first: int
     epochs_later: int
     pool_subsample: int | None = None
+    initial_family: str | None = None  # draw the initial set only from pool rows of this family
 
     @property
     def cycles(self) -> int:
@@ -98,11 +99,36 @@ def plan_from_config(cfg: DictConfig, pool_size: int) -> Plan:
             f"({pool_size} persons); lower the budgets or use a larger training split"
         )
     sub = cfg.get("pool_subsample")
-    return Plan(budgets, int(cfg.epochs_first), int(cfg.epochs_later), int(sub) if sub else None)
+    family = cfg.get("initial_family")
+    return Plan(
+        budgets,
+        int(cfg.epochs_first),
+        int(cfg.epochs_later),
+        int(sub) if sub else None,
+        str(family) if family else None,
+    )
+
+
+def initial_candidates(data: PoseCache, pool: np.ndarray, family: str | None) -> np.ndarray:
+    """Pool rows the initial set is drawn from: all, or those of one ``family`` (the anchor's LSP
+    protocol starts from exactly the 1000 LSP training images, family ``lsp``)."""
+    if family is None:
+        return pool
+    if data.family is None or family not in data.family_names:
+        known = ", ".join(data.family_names) or "none"
+        raise AlposeError(
+            f"initial_family={family}: this dataset has no such family (families: {known})"
+        )
+    return pool[data.family[pool] == data.family_names.index(family)]
 
 
 def initial_labelled(pool: np.ndarray, n: int, seed: int) -> np.ndarray:
     """The seed's initial labelled set: ``n`` pool rows drawn uniformly (depends on seed alone)."""
+    if n > len(pool):
+        raise AlposeError(
+            f"the initial set needs {n} persons but only {len(pool)} are eligible; "
+            "lower `initial` (or drop initial_family)"
+        )
     return np.sort(np.random.default_rng([seed, _INITIAL_SET]).choice(pool, n, replace=False))
 
 
@@ -155,6 +181,8 @@ class Experiment:
         self.protocol = Protocol(**OmegaConf.to_container(cfg.protocol, resolve=True))
         self.pool = data.indices("train")
         self.plan = plan_from_config(cfg, len(self.pool))
+        self.initial_pool = initial_candidates(data, self.pool, self.plan.initial_family)
+        initial_labelled(self.initial_pool, self.plan.budgets[0], 0)  # refuse before training
         self.report_idx = data.indices(self.protocol.report_split)
         self.device = resolve_device(str(cfg.device))
         self.progress = bool(cfg.progress)
@@ -267,7 +295,7 @@ class Experiment:
         folder = seed_dir(self.root.parent, self.root.name, INITIAL, seed)
         if load_state(folder).cycle >= 0:
             return
-        labelled = initial_labelled(self.pool, self.plan.budgets[0], seed)
+        labelled = initial_labelled(self.initial_pool, self.plan.budgets[0], seed)
         model, result, _ = self.train_cycle(seed, 0, labelled, None)
         row = self._row(0, len(labelled), result, self.evaluate(model), 0.0)
         save_torch(folder / "checkpoints" / "cycle_0.pt", {"model": result.best_state})

@@ -202,3 +202,33 @@ def test_pool_subsample_offers_a_seeded_fresh_subset_of_the_unlabelled_pool(tmp_
     assert sub[0]["labelled"] == full[0]["labelled"]  # the initial set does not depend on it
     assert set(sub[0]["unlabelled"]) != set(sub[1]["unlabelled"])  # a fresh subset each cycle
     assert sub == again  # deterministic by seed
+
+
+def test_initial_family_draws_the_first_set_from_that_family_only():
+    from active.experiment import initial_candidates, initial_labelled
+    from hourglass.datasets.cache import PoseCache
+    from hourglass.errors import AlposeError
+
+    n = 30
+    family = np.array([0] * 10 + [1] * 20, np.int16)  # 10 "lsp" rows, then 20 "lspet" rows
+    data = PoseCache(
+        images=np.zeros((n, 4, 4, 3), np.uint8),
+        joints=np.zeros((n, 14, 2), np.float32),
+        visibility=np.ones((n, 14), np.int8),
+        normaliser=np.ones(n, np.float32),
+        split=np.zeros(n, np.uint8),
+        dataset="lsp",
+        joint_names=tuple(f"j{i}" for i in range(14)),
+        family=family,
+        family_names=("lsp", "lspet"),
+    )
+    pool = np.arange(n)
+    lsp = initial_candidates(data, pool, "lsp")
+    assert lsp.tolist() == list(range(10))
+    assert initial_labelled(lsp, 10, seed=3).tolist() == list(range(10))  # exactly the LSP rows
+    assert set(initial_labelled(lsp, 4, seed=3)) < set(range(10))
+    assert initial_candidates(data, pool, None) is pool
+    with pytest.raises(AlposeError, match="needs 11 persons but only 10 are eligible"):
+        initial_labelled(lsp, 11, seed=0)
+    with pytest.raises(AlposeError, match=r"no such family \(families: lsp, lspet\)"):
+        initial_candidates(data, pool, "mpii")
