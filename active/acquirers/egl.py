@@ -129,6 +129,27 @@ def neighbour_weights(
     return torch.cat(idx), torch.cat(weights)
 
 
+MAX_IMAGES_PER_BATCH = 64
+
+
+def probe_sizes(ctx: AcquisitionContext) -> tuple[tuple[int, ...], int]:
+    """(stacked heatmap shape of one image, largest Conv2d output of one image in floats)."""
+    sizes: list[int] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: sizes.append(out[0].numel()))
+        for m in ctx.model.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
+    x = images_to_tensor(model_images(ctx.data, np.asarray(ctx.labelled[:1])), ctx.device)
+    try:
+        with torch.no_grad():
+            out = ctx.model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return tuple(out.heatmaps.shape[1:]), max(sizes, default=1)
+
+
 class _TargetStore:
     """The labelled rows' targets (n, S, J, H, W) float32: in RAM, or in a temporary memmap."""
 
@@ -161,7 +182,8 @@ class EGLPlusPlusAcquirer:
         include_bn: bool | None = None,
         anchor_bugs: str = "auto",
         scope: Scope = "all",
-        grad_batch: int = 60,
+        grad_batch: int | None = None,
+        grad_memory_mb: float = 256.0,
         chunk: int = 1024,
         target_memory_mb: float = 1024.0,
         gt_sigma: float = 1.75,
@@ -183,7 +205,8 @@ class EGLPlusPlusAcquirer:
             include_bn,
             anchor_bugs,
         )
-        self.grad_batch, self.chunk = int(grad_batch), int(chunk)
+        self.grad_batch = int(grad_batch) if grad_batch else None
+        self.grad_memory_mb, self.chunk = float(grad_memory_mb), int(chunk)
         self.target_memory_mb, self.gt_sigma, self.gt_peak = target_memory_mb, gt_sigma, gt_peak
         self.last_scores: np.ndarray = np.zeros(0)
 
@@ -238,15 +261,12 @@ class EGLPlusPlusAcquirer:
             self.chunk,
             self.max_iter,
         )
-        with torch.no_grad():
-            probe = ctx.model.eval()(
-                images_to_tensor(model_images(ctx.data, labelled[:1]), ctx.device)
-            )
-        shape = tuple(probe.heatmaps.shape[1:])
+        shape, largest = probe_sizes(ctx)
+        pairs = self.grad_batch or int(self.grad_memory_mb * 2**20 / 4 / largest)
         store = _TargetStore((len(labelled), *shape), self.target_memory_mb)
         try:
             self._fill_targets(ctx, labelled, store)
-            per_batch = max(1, self.grad_batch // max(1, nbr.shape[1]))
+            per_batch = min(max(1, pairs // max(1, nbr.shape[1])), MAX_IMAGES_PER_BATCH)
             out = np.zeros(len(pool), np.float64)
             starts = range(0, len(pool), per_batch)
             desc = "egl++ gradients" if ctx.progress else None
