@@ -60,7 +60,7 @@ def soft_argmax(raw: Tensor, loss: LossKind) -> tuple[Tensor, Tensor]:
     The map's probabilities: softmax of the logits (ce), or the positive part normalised (mse).
     """
     b, j, h, w = raw.shape
-    flat = raw.float().reshape(b, j, h * w)
+    flat = (raw if raw.dtype == torch.float64 else raw.float()).reshape(b, j, h * w)
     ys, xs = torch.meshgrid(
         torch.arange(h, dtype=flat.dtype, device=raw.device),
         torch.arange(w, dtype=flat.dtype, device=raw.device),
@@ -220,19 +220,30 @@ class EGLEnsembleAcquirer(_EnsembleAcquirer):
 
     name = "egl_ensemble"
 
-    def __init__(self, grad_scope: Scope = "all", grad_batch: int = 64, **kwargs) -> None:
+    def __init__(
+        self,
+        grad_scope: Scope = "all",
+        grad_batch: int | None = None,
+        grad_memory_mb: float = 256.0,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if grad_scope not in ("all", "last"):
             raise ValueError(f"grad_scope must be 'all' or 'last', got {grad_scope!r}")
-        self.grad_scope, self.grad_batch = grad_scope, int(grad_batch)
+        self.grad_scope, self.grad_batch = grad_scope, int(grad_batch) if grad_batch else None
+        self.grad_memory_mb = float(grad_memory_mb)
 
     def scores(self, ctx: AcquisitionContext, pool: np.ndarray) -> np.ndarray:
         """Closed-form expected squared gradient length of each pool row."""
+        from active.acquirers.egl import MAX_IMAGES_PER_BATCH, probe_sizes
+
+        _, largest = probe_sizes(ctx)
+        pairs = self.grad_batch or int(self.grad_memory_mb * 2**20 / 4 / largest)
         parts = []
         for idx, out in self._batches(ctx, pool):
             mu, var = self.moments(ctx.aux_head, out)
             f, _ = soft_argmax(out.last, ctx.loss)
-            per = max(1, self.grad_batch // mu.shape[-1])
+            per = min(max(1, pairs // mu.shape[-1]), MAX_IMAGES_PER_BATCH)
             grads = []
             for start in range(0, len(idx), per):
                 x = images_to_tensor(model_images(ctx.data, idx[start : start + per]), ctx.device)
