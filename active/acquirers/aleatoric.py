@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from active.acquirers.base import AcquisitionContext, keeps_anchor_bugs, top_k
+from active.acquirers.base import AcquisitionContext, RankingAcquirer, keeps_anchor_bugs
 from active.heads import HeadKind, build_head
 from hourglass.datasets.cache import PoseCache
 from hourglass.train import AuxBatch, AuxiliaryHead
@@ -35,7 +35,7 @@ def aleatoric_nll(
     return (terms * has_target.float()).mean()
 
 
-class AleatoricAcquirer:
+class AleatoricAcquirer(RankingAcquirer):
     """Highest mean predicted log-variance first; ``last_scores`` are the picks' mean log-variances."""
 
     def __init__(
@@ -48,7 +48,6 @@ class AleatoricAcquirer:
         keeps_anchor_bugs(anchor_bugs, "paper")  # validates the value
         self.head, self.weight, self.head_epochs = head, float(weight), head_epochs
         self.anchor_bugs = anchor_bugs
-        self.last_scores: np.ndarray = np.zeros(0)
 
     @staticmethod
     def loss(log_var: Tensor, sample_loss: Tensor, batch: AuxBatch) -> Tensor:
@@ -66,13 +65,6 @@ class AleatoricAcquirer:
             decay_lr=not keeps_anchor_bugs(self.anchor_bugs, protocol),
         )
 
-    def select(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
-        """The ``k`` unlabelled rows with the highest mean log-variance."""
-        pool = np.asarray(ctx.unlabelled, dtype=np.int64)
-        if len(pool) == 0:
-            scores = np.zeros(0)
-        else:
-            scores = ctx.infer(pool, aux=True).aux.float().mean(dim=1).cpu().numpy()
-        picks = top_k(scores, k, highest=True)
-        self.last_scores = scores[picks]
-        return pool[picks]
+    def scores(self, ctx: AcquisitionContext, indices: np.ndarray) -> np.ndarray:
+        """Mean predicted log-variance over joints of each row of ``indices``."""
+        return ctx.infer(indices, aux=True).aux.float().mean(dim=1).cpu().numpy()

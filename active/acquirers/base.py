@@ -132,6 +132,29 @@ def top_k(scores: np.ndarray, k: int, highest: bool = True) -> np.ndarray:
     return order[: min(int(k), len(scores))]
 
 
+class RankingAcquirer:
+    """Base for acquirers that score every unlabelled row and take the ``k`` best.
+
+    Subclasses implement ``scores(ctx, indices) -> (N,) array`` and set ``highest`` (False: the
+    lowest scores are wanted, e.g. likelihoods). ``last_scores`` holds the picks' scores.
+    """
+
+    highest: bool = True
+    last_scores: np.ndarray = np.zeros(0)
+
+    def scores(self, ctx: AcquisitionContext, indices: np.ndarray) -> np.ndarray:
+        """One score per row of ``indices``."""
+        raise NotImplementedError
+
+    def select(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
+        """The ``k`` unlabelled rows ranked first by ``scores`` (ties: lowest row first)."""
+        pool = np.asarray(ctx.unlabelled, dtype=np.int64)
+        scores = np.asarray(self.scores(ctx, pool)) if len(pool) else np.zeros(0)
+        picks = top_k(scores, k, highest=self.highest)
+        self.last_scores = scores[picks]
+        return pool[picks]
+
+
 @runtime_checkable
 class Acquirer(Protocol):
     """Chooses ``k`` rows of ``ctx.unlabelled`` to label next."""

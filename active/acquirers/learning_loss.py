@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from active.acquirers.base import AcquisitionContext, keeps_anchor_bugs, top_k
+from active.acquirers.base import AcquisitionContext, RankingAcquirer, keeps_anchor_bugs
 from active.heads import HeadKind, build_head
 from hourglass.datasets.cache import PoseCache
 from hourglass.evaluate import iterate_outputs
@@ -94,7 +94,7 @@ def true_and_predicted_losses(
     return torch.cat(losses).numpy(), {k: torch.cat(v).numpy() for k, v in preds.items()}
 
 
-class LearningLossAcquirer:
+class LearningLossAcquirer(RankingAcquirer):
     """Highest predicted loss first; ``objective`` margin (Learning Loss) or kl (LearningLoss++).
 
     ``head``: conv (anchor) or pooled (Yoo & Kweon). ``anchor_bugs`` (B14): keep = the head's
@@ -118,7 +118,6 @@ class LearningLossAcquirer:
         self.objective, self.head, self.margin = objective, head, float(margin)
         self.normalise, self.weight, self.head_epochs = normalise, float(weight), head_epochs
         self.anchor_bugs = anchor_bugs
-        self.last_scores: np.ndarray = np.zeros(0)
 
     def loss(self, predicted: Tensor, sample_loss: Tensor, batch: AuxBatch) -> Tensor:
         """The head's training loss for one batch."""
@@ -138,10 +137,6 @@ class LearningLossAcquirer:
             decay_lr=not keeps_anchor_bugs(self.anchor_bugs, protocol),
         )
 
-    def select(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
-        """The ``k`` unlabelled rows with the highest predicted loss."""
-        pool = np.asarray(ctx.unlabelled, dtype=np.int64)
-        scores = ctx.infer(pool, aux=True).aux.float().cpu().numpy() if len(pool) else np.zeros(0)
-        picks = top_k(scores, k, highest=True)
-        self.last_scores = scores[picks]
-        return pool[picks]
+    def scores(self, ctx: AcquisitionContext, indices: np.ndarray) -> np.ndarray:
+        """The head's predicted loss of each row of ``indices``."""
+        return ctx.infer(indices, aux=True).aux.float().reshape(-1).cpu().numpy()

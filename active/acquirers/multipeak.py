@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from active.acquirers.base import AcquisitionContext, keeps_anchor_bugs, top_k
+from active.acquirers.base import AcquisitionContext, RankingAcquirer, keeps_anchor_bugs
 from active.acquirers.peaks import PeakWeights, local_peaks, peak_probabilities
 
 
@@ -34,7 +34,7 @@ def multipeak_entropy(
     return -torch.xlogy(p, p).sum(dim=(1, 2))
 
 
-class MultiPeakAcquirer:
+class MultiPeakAcquirer(RankingAcquirer):
     """Highest multi-peak entropy first; ``last_scores`` are the picks' entropies (nats)."""
 
     def __init__(
@@ -47,7 +47,6 @@ class MultiPeakAcquirer:
         keeps_anchor_bugs(anchor_bugs, "paper")  # validates the value
         self.min_distance, self.num_peaks = int(min_distance), int(num_peaks)
         self.anchor_bugs, self.chunk = anchor_bugs, int(chunk)
-        self.last_scores: np.ndarray = np.zeros(0)
 
     def scores(self, ctx: AcquisitionContext, indices: np.ndarray) -> np.ndarray:
         """Multi-peak entropy of each row of ``indices``."""
@@ -59,11 +58,3 @@ class MultiPeakAcquirer:
             for out in ctx.infer_chunks(indices, self.chunk, heatmaps=True)
         ]
         return torch.cat(parts).cpu().numpy() if parts else np.zeros(0, np.float32)
-
-    def select(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
-        """The ``k`` unlabelled rows of highest entropy."""
-        pool = np.asarray(ctx.unlabelled, dtype=np.int64)
-        scores = self.scores(ctx, pool)
-        picks = top_k(scores, k, highest=True)
-        self.last_scores = scores[picks]
-        return pool[picks]

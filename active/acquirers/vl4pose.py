@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from active.acquirers.aleatoric import argmax_xy
-from active.acquirers.base import AcquisitionContext, keeps_anchor_bugs, top_k
+from active.acquirers.base import AcquisitionContext, RankingAcquirer, keeps_anchor_bugs
 from active.acquirers.peaks import local_peaks, peak_probabilities
 from active.heads import HeadKind, build_head
 from hourglass.datasets.cache import PoseCache
@@ -118,8 +118,10 @@ def tree_log_likelihood(
     return pool(log_p[:, root] + below[:, root], valid[:, root])
 
 
-class VL4PoseAcquirer:
+class VL4PoseAcquirer(RankingAcquirer):
     """Lowest skeleton likelihood first; ``last_scores`` are the picks' log-likelihoods."""
+
+    highest = False
 
     def __init__(
         self,
@@ -135,7 +137,6 @@ class VL4PoseAcquirer:
         self.head, self.num_peaks, self.min_distance = head, int(num_peaks), int(min_distance)
         self.weight, self.head_epochs, self.anchor_bugs = float(weight), head_epochs, anchor_bugs
         self.chunk = int(chunk)
-        self.last_scores: np.ndarray = np.zeros(0)
 
     def auxiliary_head(self, model: nn.Module, data: PoseCache, protocol: str) -> AuxiliaryHead:
         """A fresh link-length head (mean and log-variance per link) and its NLL."""
@@ -180,11 +181,3 @@ class VL4PoseAcquirer:
                 )
             )
         return torch.cat(parts).cpu().numpy() if parts else np.zeros(0, np.float32)
-
-    def select(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
-        """The ``k`` unlabelled rows of lowest skeleton likelihood."""
-        pool = np.asarray(ctx.unlabelled, dtype=np.int64)
-        scores = self.scores(ctx, pool)
-        picks = top_k(scores, k, highest=False)
-        self.last_scores = scores[picks]
-        return pool[picks]
