@@ -202,6 +202,7 @@ class Table:
     auc: stats.CurveAUC
     auc_tests: stats.PairedTests
     paper: dict[str, dict[int, PaperCell]] = field(default_factory=dict)
+    cost: stats.CycleCost | None = None
 
     @property
     def acquirers(self) -> tuple[str, ...]:
@@ -223,6 +224,7 @@ def build_table(
     reference: str,
     alternative: stats.Alternative,
     alpha: float,
+    cost: stats.CycleCost | None = None,
 ) -> Table:
     """Run the statistics for one metric and attach the paper's numbers for paper experiments."""
     auc = stats.learning_curve_auc(cube)
@@ -236,6 +238,7 @@ def build_table(
         auc=auc,
         auc_tests=stats.auc_tests(auc, reference, alternative),
         paper=paper,
+        cost=cost,
     )
 
 
@@ -389,7 +392,24 @@ def render_markdown(table: Table) -> str:
         lines.append("| " + " | ".join([label, *map(md, cells)]) + " |")
     lines.append("")
     lines += [f"{i}. {text}" for i, text in enumerate(footnote(table), 1)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + cost_lines(table)) + "\n"
+
+
+def cost_lines(table: Table) -> list[str]:
+    """A small markdown table of seconds per acquisition cycle per acquirer (if known)."""
+    cost = table.cost
+    if cost is None or not cost.acquirers:
+        return []
+    lines = [
+        "",
+        "Seconds per acquisition cycle (wall time of one process, mean over seeds and cycles ≥ 1):",
+        "",
+        "| acquirer | acquisition | training |",
+        "|:--|--:|--:|",
+    ]
+    for i, acq in enumerate(cost.acquirers):
+        lines.append(f"| {acq} | {cost.acquire[i]:.1f} | {cost.train[i]:.1f} |")
+    return lines
 
 
 TEX_SPECIAL = {

@@ -185,6 +185,35 @@ def load_results(run_dir: str | Path) -> Results:
     )
 
 
+@dataclass(frozen=True)
+class CycleCost:
+    """Mean wall seconds per acquisition cycle of each acquirer (cycles >= 1, every seed)."""
+
+    acquirers: tuple[str, ...]  # (A,)
+    acquire: np.ndarray  # (A,) selection time (the step that built the cycle's labelled set)
+    train: np.ndarray  # (A,) training time
+    cycles: np.ndarray  # (A,) int, how many (seed, cycle) rows were averaged
+
+
+def cycle_costs(run_dir: str | Path) -> CycleCost:
+    """Time per cycle from every ``metrics.csv`` (cycle 0 is shared and left out)."""
+    rows: dict[str, list[tuple[float, float]]] = {}
+    for acquirer, _, path in result_files(Path(run_dir)):
+        for row in read_metrics(path):
+            if int(float(row["cycle"])) >= 1:
+                rows.setdefault(acquirer, []).append(
+                    (to_float(row.get("acquisition_seconds")), to_float(row.get("train_seconds")))
+                )
+    names = tuple(sorted(rows))
+    pairs = [np.array(rows[a], dtype=float).reshape(-1, 2) for a in names]
+    return CycleCost(
+        acquirers=names,
+        acquire=np.array([np.nanmean(p[:, 0]) if len(p) else np.nan for p in pairs]),
+        train=np.array([np.nanmean(p[:, 1]) if len(p) else np.nan for p in pairs]),
+        cycles=np.array([len(p) for p in pairs], dtype=int),
+    )
+
+
 def to_cube(results: Results, metric: str) -> Cube:
     """Scatter one metric column onto the (acquirer, seed, budget) grid."""
     if metric not in results.values:

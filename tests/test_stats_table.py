@@ -368,3 +368,32 @@ def test_paper_names_map_our_acquirers_to_the_published_methods():
         0.225,
     )
     assert math.isnan(paper["eglpp"][6000].p) and paper["eglpp"][6000].mean == 84.68
+
+
+def test_cycle_costs_average_cycles_after_the_shared_one(cli, tmp_path):
+    from active.stats import cycle_costs
+
+    root = tmp_path / "timed"
+    for a, acq in enumerate(("coreset", "random")):
+        for seed in (0, 1):
+            rows = [
+                {
+                    "cycle": c,
+                    "labelled": b,
+                    "pckh_standard": 50.0 + seed,
+                    "pckh_paper": 53.0,
+                    "acquisition_seconds": 999.0 if c == 0 else 10.0 * (a + 1) + c,
+                    "train_seconds": 999.0 if c == 0 else 100.0 + seed,
+                }
+                for c, b in enumerate(BUDGETS)
+            ]
+            write_metrics(seed_dir(root, "timed", acq, seed) / "metrics.csv", rows)
+    cost = cycle_costs(root / "timed")
+    later = np.arange(1, len(BUDGETS))
+    assert cost.acquirers == ("coreset", "random")
+    np.testing.assert_allclose(cost.acquire, [10 + later.mean(), 20 + later.mean()])
+    np.testing.assert_allclose(cost.train, [100.5, 100.5])
+    assert cost.cycles.tolist() == [2 * len(later)] * 2
+    status, out, _ = cli("table", root / "timed")
+    assert status == 0
+    assert f"| coreset | {10 + later.mean():.1f} | 100.5 |" in out
