@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-demo: install  ## the CPU quickstart (5 seeds x every acquirer x 6 budgets), then its table
+demo: install  ## the CPU quickstart (random vs core-set, 5 seeds x 6 budgets), then its table
 	$(BIN)/alpose run
 	$(BIN)/alpose table runs/quickstart
 
