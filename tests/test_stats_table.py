@@ -227,7 +227,8 @@ def test_files_exist_and_png_is_valid(cli, run_dir, tmp_path):
 def _markdown_cells(md: str) -> dict[str, list[str]]:
     """Row label -> budget cells of the markdown table (AUC left out); "<acquirer> / paper" rows."""
     rows, previous = {}, ""
-    for line in md.splitlines():
+    main_table = md.split("\n\n")[1]  # title, main table, footnotes, then the time table
+    for line in main_table.splitlines():
         if line.startswith("| ") and not line.startswith("| acquirer"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             label = f"{previous} / paper" if cells[0] == "↳ paper" else cells[0]
