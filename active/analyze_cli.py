@@ -154,26 +154,15 @@ def true_losses(model, data, indices: np.ndarray, train_cfg, device) -> np.ndarr
     of training's selection pass (``hourglass.train.selection_metrics``), per image."""
     import torch
 
-    from hourglass.datasets.views import target_joints
     from hourglass.evaluate import iterate_outputs
-    from hourglass.losses import per_sample_loss
-    from hourglass.train import batch_targets
+    from hourglass.train import eval_losses
 
     out_losses = []
     with torch.no_grad():
         for idx, out in iterate_outputs(
             model, data, indices, batch_size=train_cfg.eval_batch_size, device=device
         ):
-            vis = data.visibility[idx]
-            targets, has_target = batch_targets(
-                target_joints(data, data.joints[idx], vis),
-                vis,
-                data.image_size,
-                out.heatmaps.shape[-1],
-                train_cfg,
-                device,
-            )
-            out_losses.append(per_sample_loss(out.heatmaps, targets, has_target, train_cfg.loss))
+            out_losses.append(eval_losses(out, data, idx, train_cfg, device))
     return torch.cat(out_losses).double().cpu().numpy() if out_losses else np.zeros(0)
 
 

@@ -156,6 +156,22 @@ def batch_targets(
     return gaussian_targets(xy, present, heatmap_size, cfg.sigma, cfg.peak)
 
 
+def eval_losses(
+    out: PoseOutput, data: PoseCache, idx: np.ndarray, cfg: TrainConfig, device: torch.device
+) -> Tensor:
+    """Per-image pose loss (B,) of an un-augmented batch ``idx``, with training's targets."""
+    vis = data.visibility[idx]
+    targets, has_target = batch_targets(
+        target_joints(data, data.joints[idx], vis),
+        vis,
+        data.image_size,
+        out.heatmaps.shape[-1],
+        cfg,
+        device,
+    )
+    return per_sample_loss(out.heatmaps, targets, has_target, cfg.loss)
+
+
 def _forward_loss(
     model: nn.Module,
     data: PoseCache,
@@ -184,15 +200,7 @@ def selection_metrics(
     for idx, out in iterate_outputs(
         model, data, indices, batch_size=cfg.eval_batch_size, device=device
     ):
-        targets, has_target = batch_targets(
-            target_joints(data, data.joints[idx], data.visibility[idx]),
-            data.visibility[idx],
-            data.image_size,
-            out.heatmaps.shape[-1],
-            cfg,
-            device,
-        )
-        total += float(per_sample_loss(out.heatmaps, targets, has_target, cfg.loss).sum())
+        total += float(eval_losses(out, data, idx, cfg, device).sum())
         coords.append(decode_coords(out, cfg.loss, cfg.decode, data.image_size))
     pckh = score(data, indices, np.concatenate(coords))["standard"]
     model.train()

@@ -22,8 +22,7 @@ from active.acquirers.base import AcquisitionContext, RankingAcquirer, keeps_anc
 from active.heads import HeadKind, build_head
 from hourglass.datasets.cache import PoseCache
 from hourglass.evaluate import iterate_outputs
-from hourglass.losses import per_sample_loss
-from hourglass.train import AuxBatch, AuxiliaryHead, TrainConfig, batch_targets
+from hourglass.train import AuxBatch, AuxiliaryHead, TrainConfig, eval_losses
 
 Objective = Literal["margin", "kl"]
 
@@ -80,15 +79,7 @@ def true_and_predicted_losses(
     for idx, out in iterate_outputs(
         model, data, indices, batch_size=cfg.eval_batch_size, device=device
     ):
-        targets, has = batch_targets(
-            data.joints[idx],
-            data.visibility[idx],
-            data.image_size,
-            out.heatmaps.shape[-1],
-            cfg,
-            device,
-        )
-        losses.append(per_sample_loss(out.heatmaps, targets, has, cfg.loss).cpu())
+        losses.append(eval_losses(out, data, idx, cfg, device).cpu())
         for name, head in heads.items():
             preds[name].append(head(out).float().cpu())
     return torch.cat(losses).numpy(), {k: torch.cat(v).numpy() for k, v in preds.items()}
