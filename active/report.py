@@ -365,11 +365,16 @@ def footnote(table: Table) -> list[str]:
     return lines
 
 
+def metric_label(table: Table) -> str:
+    """What the metric column means for this dataset (LSP-family sets score PCK@0.2 by torso)."""
+    if (table.info.dataset or "").startswith("lsp") and table.metric == "pckh_standard":
+        return "standard PCK@0.2 (%)"
+    return METRIC_LABELS.get(table.metric, table.metric)
+
+
 def _title(table: Table) -> str:
     """Experiment name, metric and direction."""
-    label = METRIC_LABELS.get(table.metric, table.metric)
-    if table.info.dataset == "lsp" and table.metric == "pckh_standard":
-        label = "standard PCK@0.2 (%)"
+    label = metric_label(table)
     return f"{table.info.name}: {label}, mean ± sd over seeds (p vs {table.tests.reference})"
 
 
@@ -571,7 +576,7 @@ def plot_curves(table: Table, path: Path) -> None:
                 capsize=2,
             )
     ax.set_xlabel("labelled persons (budget)")
-    ax.set_ylabel(METRIC_LABELS.get(table.metric, table.metric))
+    ax.set_ylabel(metric_label(table))
     title = f"{table.info.name}: mean ± σ over seeds"
     ax.set_title(title + (" (squares: published)" if table.paper else ""))
     ax.grid(alpha=0.3)
