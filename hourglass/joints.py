@@ -76,6 +76,32 @@ LSP_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((0, 5), (1, 4), (2, 3), (6, 11), 
 LSP_TO_MPII: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 8, 9)
 
 
+# Skeleton links in LSP order (LSP_JOINTS): a tree rooted at head_top (13) through the neck (12).
+LSP_LINKS: tuple[tuple[int, int], ...] = (
+    (13, 12),
+    (12, 8),
+    (8, 7),
+    (7, 6),  # right arm
+    (12, 9),
+    (9, 10),
+    (10, 11),  # left arm
+    (12, 2),
+    (2, 1),
+    (1, 0),  # right leg
+    (12, 3),
+    (3, 4),
+    (4, 5),  # left leg
+)
+
+
+def skeleton_links(num_joints: int) -> tuple[tuple[int, int], ...]:
+    """(parent, child) links of the skeleton tree, parents before children (MPII 16, LSP 14)."""
+    links = {16: MPII_LINKS, 14: LSP_LINKS}.get(num_joints)
+    if links is None:
+        raise ValueError(f"no skeleton known for {num_joints} joints (MPII has 16, LSP 14)")
+    return links
+
+
 def flip_permutation(num_joints: int) -> list[int]:
     """Index permutation that relabels joints after a horizontal flip (left <-> right)."""
     pairs = {16: MPII_FLIP_PAIRS, 14: LSP_FLIP_PAIRS}.get(num_joints)

@@ -30,36 +30,18 @@ from active.acquirers.peaks import local_peaks, peak_probabilities
 from active.heads import HeadKind, build_head
 from hourglass.datasets.cache import PoseCache
 from hourglass.errors import AlposeError
-from hourglass.joints import MPII_LINKS
+from hourglass.joints import skeleton_links as joint_links
 from hourglass.train import AuxBatch, AuxiliaryHead
 
-# LSP order (hourglass.joints.LSP_JOINTS): a tree rooted at head_top (13) through the neck (12).
-LSP_LINKS: tuple[tuple[int, int], ...] = (
-    (13, 12),
-    (12, 8),
-    (8, 7),
-    (7, 6),  # right arm
-    (12, 9),
-    (9, 10),
-    (10, 11),  # left arm
-    (12, 2),
-    (2, 1),
-    (1, 0),  # right leg
-    (12, 3),
-    (3, 4),
-    (4, 5),  # left leg
-)
 LOG_2PI = math.log(2 * math.pi)
 
 
 def skeleton_links(num_joints: int) -> tuple[tuple[int, int], ...]:
     """(parent, child) links of the skeleton tree, parents before children (MPII 16, LSP 14)."""
-    links = {16: MPII_LINKS, 14: LSP_LINKS}.get(num_joints)
-    if links is None:
-        raise AlposeError(
-            f"VL4Pose knows the MPII (16) and LSP (14) skeletons, not {num_joints} joints"
-        )
-    return links
+    try:
+        return joint_links(num_joints)
+    except ValueError as err:
+        raise AlposeError(f"VL4Pose: {err}") from err
 
 
 def link_lengths(xy: Tensor, links: tuple[tuple[int, int], ...]) -> Tensor:
