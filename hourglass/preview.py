@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hourglass.joints import MPII_JOINTS, MPII_LINKS
+from hourglass.joints import LSP_JOINTS, MPII_JOINTS, skeleton_links
 
 # Person's left limbs and right limbs in two distinct colours (RGB), centre line in a third.
 LEFT_COLOUR = (255, 140, 0)  # orange
@@ -17,9 +17,15 @@ RIGHT_COLOUR = (0, 160, 255)  # blue
 CENTRE_COLOUR = (40, 220, 40)  # green
 
 
-def _joint_colour(j: int) -> tuple[int, int, int]:
-    """Colour of joint j by its side (from its MPII name prefix)."""
-    name = MPII_JOINTS[j] if j < len(MPII_JOINTS) else ""
+def _joint_names(num_joints: int) -> tuple[str, ...]:
+    """Joint names of the order with ``num_joints`` joints (MPII 16, LSP 14)."""
+    return LSP_JOINTS if num_joints == len(LSP_JOINTS) else MPII_JOINTS
+
+
+def _joint_colour(j: int, num_joints: int = len(MPII_JOINTS)) -> tuple[int, int, int]:
+    """Colour of joint j by its side (from its name prefix in the MPII or LSP order)."""
+    names = _joint_names(num_joints)
+    name = names[j] if j < len(names) else ""
     if name.startswith("l_"):
         return LEFT_COLOUR
     if name.startswith("r_"):
@@ -27,9 +33,9 @@ def _joint_colour(j: int) -> tuple[int, int, int]:
     return CENTRE_COLOUR
 
 
-def _link_colour(a: int, b: int) -> tuple[int, int, int]:
+def _link_colour(a: int, b: int, num_joints: int = len(MPII_JOINTS)) -> tuple[int, int, int]:
     """A link takes the side colour of whichever end is lateral (centre if neither is)."""
-    ca, cb = _joint_colour(a), _joint_colour(b)
+    ca, cb = _joint_colour(a, num_joints), _joint_colour(b, num_joints)
     return cb if ca == CENTRE_COLOUR else ca
 
 
@@ -39,27 +45,31 @@ def draw_skeleton(
     visibility: np.ndarray,
     scale: float = 1.0,
     radius: int | None = None,
+    colour: tuple[int, int, int] | None = None,
+    thickness: int | None = None,
 ) -> np.ndarray:
-    """A copy of ``image`` with MPII links and joints drawn: visible joints filled, occluded
-    hollow, absent (-1) not drawn; ``scale`` maps joint pixel coordinates to ``image`` pixels
-    (pixel-centre convention preserved for integer upscaling)."""
+    """A copy of ``image`` with the skeleton (MPII 16 or LSP 14 joints, ``skeleton_links``) drawn:
+    visible joints filled, occluded hollow, absent (-1) not drawn; ``scale`` maps joint pixel
+    coordinates to ``image`` pixels (pixel-centre convention preserved for integer upscaling);
+    ``colour`` draws everything in one colour instead of by body side."""
     out = np.ascontiguousarray(image.copy())
     pts = (np.asarray(joints, np.float64) + 0.5) * scale - 0.5
     vis = np.asarray(visibility)
     r = radius if radius is not None else max(1, round(out.shape[0] / 40))
-    thickness = max(1, r // 2)
+    thickness = thickness if thickness is not None else max(1, r // 2)
     shift = 4
-    fixed = np.round(pts * (1 << shift)).astype(np.int64)
-    for a, b in MPII_LINKS:
-        if a < len(vis) and b < len(vis) and vis[a] >= 0 and vis[b] >= 0:
+    n = len(vis)
+    fixed = np.round(np.nan_to_num(pts, nan=-1e4) * (1 << shift)).astype(np.int64)
+    for a, b in skeleton_links(n):
+        if vis[a] >= 0 and vis[b] >= 0:
             p, q = tuple(int(v) for v in fixed[a]), tuple(int(v) for v in fixed[b])
-            cv2.line(out, p, q, _link_colour(a, b), thickness, cv2.LINE_AA, shift)
-    for j in range(len(vis)):
+            cv2.line(out, p, q, colour or _link_colour(a, b, n), thickness, cv2.LINE_AA, shift)
+    for j in range(n):
         if vis[j] < 0:
             continue
         centre = tuple(int(v) for v in fixed[j])
         fill = -1 if vis[j] > 0 else max(1, thickness)
-        cv2.circle(out, centre, r << shift, _joint_colour(j), fill, cv2.LINE_AA, shift)
+        cv2.circle(out, centre, r << shift, colour or _joint_colour(j, n), fill, cv2.LINE_AA, shift)
     return out
 
 
