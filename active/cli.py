@@ -46,6 +46,16 @@ ARGPARSE_COMMANDS: dict[str, tuple[str, str, str]] = {
         "active.bench_cli",
         "register",
     ),
+    "report": (
+        "one self-contained HTML page: table, curves, diagnostics, galleries per acquirer",
+        "active.report_cli",
+        "register",
+    ),
+    "inspect": (
+        "diagnostics of one (acquirer, seed, cycle): score vs true error, overlap, families",
+        "active.inspect_cli",
+        "register",
+    ),
 }
 HYDRA_COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": (

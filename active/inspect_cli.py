@@ -1,0 +1,142 @@
+"""``alpose inspect RUN_DIR --acquirer A --seed S --cycle C``: one cell's diagnostics in the terminal.
+
+The numbers of ``alpose report`` for one (acquirer, seed, acquisition cycle): how well the score
+found failures (Spearman, lift, hit rate), the overlap of its picks with every other acquirer's,
+the families of the picks, the per-joint PCKh gain of the cycle its picks were trained in, the
+time taken, and the highest-priority picks.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from active import diagnostics as diag
+from active import pool_diagnostics as pdg
+from active.report_cli import add_common
+from hourglass.errors import AlposeError
+
+
+def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """Add the flags of ``alpose inspect``; returns the function that runs it."""
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", type=Path, help="experiment folder (runs/<experiment>)"
+    )
+    parser.add_argument("--acquirer", required=True, help="acquirer folder name, e.g. coreset")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument(
+        "--cycle",
+        type=int,
+        required=True,
+        help="acquisition cycle (>= 1: its picks were chosen with cycle C-1's model)",
+    )
+    parser.add_argument("--top", type=int, default=10, help="picks listed (default 10)")
+    add_common(parser)
+    return run
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return "–" if not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def render(cell: pdg.CellDiagnostics, run_dir: Path, families: list, top: int) -> str:
+    """The cell's diagnostics as plain text."""
+    r = cell.row
+    lines = [
+        f"{r.acquirer} seed {r.seed} cycle {r.cycle}: picked {r.picked} of {r.pool} offered rows "
+        f"with the model of cycle {r.cycle - 1}",
+        "",
+        "How well the score finds failures (true error = mean joint distance / normaliser):",
+        f"  Spearman(priority, true error), offered pool: {_f(r.spearman_pool)}"
+        + ("" if r.ranked else "  (pool not re-scored: this acquirer has no per-row scores)"),
+        f"  Spearman(priority, true error), picks only:   {_f(r.spearman_picks)}",
+        f"  mean true error: picks {_f(r.mean_error_picks)}, pool {_f(r.mean_error_pool)}, "
+        f"lift {_f(r.error_lift, 2)} (random ~1)",
+        f"  hit rate (picks among the pool's {r.picked} largest errors): {_f(r.hit_rate, 2)} "
+        f"(random {_f(r.hit_rate_random, 2)})",
+    ]
+    if np.isfinite(r.rescore_max_diff):
+        lines.append(
+            f"  re-computed scores of the picks vs stored: max |diff| {r.rescore_max_diff:.3g}"
+        )
+    timing = [
+        t
+        for t in diag.timing_rows(run_dir, [r.acquirer])
+        if t.seed == r.seed and t.cycle == r.cycle
+    ]
+    if timing:
+        t = timing[0]
+        lines.append(
+            f"\nTime: acquisition {_f(t.acquisition_seconds, 2)} s, training of cycle {r.cycle} "
+            f"{_f(t.train_seconds, 2)} s"
+        )
+    overlap = [
+        o
+        for o in diag.overlap_rows(run_dir)
+        if o.seed == r.seed and o.cycle == r.cycle and r.acquirer in (o.acquirer_a, o.acquirer_b)
+    ]
+    if overlap:
+        lines += [
+            "",
+            "Overlap with the other acquirers' picks (same seed and cycle):",
+            "  acquirer            common  Jaccard picks  Jaccard labelled",
+        ]
+        for o in overlap:
+            other = o.acquirer_b if o.acquirer_a == r.acquirer else o.acquirer_a
+            lines.append(
+                f"  {other:<19} {o.common:>6}  {_f(o.jaccard_picks):>13}  {_f(o.jaccard_labelled):>16}"
+            )
+    fam = [
+        f for f in families if f.acquirer == r.acquirer and f.seed == r.seed and f.cycle == r.cycle
+    ]
+    if fam:
+        lines += ["", "Families of the picks (share of picks vs share of the pool offered):"]
+        lines += [
+            f"  {f.family:<14} {f.picked:>4}  {f.share_picks:6.1%}  vs {f.share_pool:6.1%}"
+            for f in fam
+        ]
+    gains = [
+        g
+        for g in diag.joint_gain_rows(run_dir, [r.acquirer])
+        if g.seed == r.seed and g.cycle == r.cycle
+    ]
+    if gains:
+        lines += [
+            "",
+            f"Standard PCKh per joint after training cycle {r.cycle} (gain over cycle {r.cycle - 1}):",
+        ]
+        lines += [f"  {g.joint:<12} {_f(g.pckh, 1):>6}  ({g.gain:+.1f})" for g in gains]
+    order = np.argsort(-cell.pick_priority, kind="stable")[:top]
+    pos = np.searchsorted(cell.rows, cell.picks[order])
+    lines += ["", f"Picks by priority (first {len(order)}):", "  row      priority   true error"]
+    lines += [
+        f"  {int(cell.picks[i]):<8} {cell.pick_priority[i]:>9.4g}   {cell.error[p]:.3f}"
+        for i, p in zip(order, pos, strict=True)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Diagnose one cell and print it."""
+    if args.cycle < 1:
+        raise AlposeError(
+            "--cycle: acquisition cycles start at 1 (cycle 0 is the initial set, no picks)"
+        )
+    names = diag.acquirer_names(args.run_dir)
+    if args.acquirer not in names:
+        raise AlposeError(
+            f"no acquirer '{args.acquirer}' in {args.run_dir}; found: {', '.join(names) or 'none'}"
+        )
+    diag.load_selection(args.run_dir, args.acquirer, args.seed, args.cycle)  # clear error if absent
+    run_ = pdg.open_run(args.run_dir, args.data_dir, args.device)
+    cell = pdg.diagnose(run_, args.acquirer, args.seed, args.cycle, not args.no_rescore)
+    families = []
+    if run_.data.family is not None and run_.data.family_names:
+        families = diag.family_rows(
+            args.run_dir, run_.data.family, run_.data.family_names, run_.pool, [args.acquirer]
+        )
+    print(render(cell, args.run_dir, families, args.top), end="")
+    return 0

@@ -1,0 +1,94 @@
+"""``alpose report RUN_DIR [--out report.html]``: one self-contained HTML page of an experiment.
+
+The page holds the ``alpose table`` results and curves, the diagnostics of :mod:`active.insight`
+and a gallery per acquirer; pictures are embedded, so it reads offline and prints. The CSV files
+and PNGs go to ``RUN_DIR/_diagnostics/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from active import figures, insight
+from hourglass.errors import AlposeError
+from hourglass.io import atomic_path
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ``report`` and ``inspect``: data folder, device, re-scoring."""
+    parser.add_argument("--data-dir", help="dataset folder (default: the run's paths.data)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
+    parser.add_argument(
+        "--no-rescore",
+        action="store_true",
+        help="do not re-run the acquirers' scores over the pool (Spearman on the picks only)",
+    )
+
+
+def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """Add the flags of ``alpose report``; returns the function that runs it."""
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", type=Path, help="experiment folder (runs/<experiment>)"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="HTML file to write (default: RUN_DIR/report.html)"
+    )
+    parser.add_argument(
+        "--seeds",
+        help="comma list of seeds for the pass-based diagnostics (default: the smallest seed)",
+    )
+    parser.add_argument(
+        "--cycles",
+        default="first",
+        help="acquisition cycles for the pass-based diagnostics: first (default; every acquirer "
+        "picked with the same model), all, or a comma list such as 1,3",
+    )
+    parser.add_argument("--tiles", type=int, default=6, help="images per gallery row (default 6)")
+    add_common(parser)
+    return run
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``--seeds 0,2`` -> [0, 2]; None keeps the default."""
+    if not text:
+        return None
+    try:
+        return sorted({int(s) for s in text.split(",")})
+    except ValueError as err:
+        raise AlposeError(f"--seeds takes a comma list of integers, got {text!r}") from err
+
+
+def run(args: argparse.Namespace) -> int:
+    """Collect the diagnostics, write CSVs, PNGs and the HTML page."""
+    if args.tiles < 1:
+        raise AlposeError(f"--tiles must be at least 1, got {args.tiles}")
+    ins = insight.collect(
+        args.run_dir,
+        seeds=parse_seeds(args.seeds),
+        cycles=insight.parse_cycles(args.cycles),
+        data_dir=args.data_dir,
+        device=args.device,
+        rescore=not args.no_rescore,
+    )
+    out_dir = insight.diag.diagnostics_dir(args.run_dir)
+    written = insight.write_csvs(ins, out_dir)
+    page, pngs = insight.build_page(ins, args.tiles)
+    for name, png in pngs.items():
+        with atomic_path(out_dir / "figures" / f"{name}.png") as tmp:
+            tmp.write_bytes(png)
+    out = args.out or Path(args.run_dir) / "report.html"
+    with atomic_path(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    if ins.note:
+        print(f"note: {ins.note}", file=sys.stderr)
+    print(
+        f"wrote {out} ({len(page) / 1e6:.1f} MB, {len(pngs)} pictures); {len(written)} CSV files "
+        f"and the pictures in {out_dir}"
+    )
+    return 0
+
+
+__all__ = ["add_common", "figures", "register", "run"]
