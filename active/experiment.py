@@ -154,6 +154,11 @@ def train_seed(seed: int, cycle: int) -> int:
     return 10_007 * seed + cycle
 
 
+def epoch_path(folder: Path, cycle: int) -> Path:
+    """The per-epoch resume file of a cycle (``train.epoch_checkpoint``); gone once the cycle is stored."""
+    return folder / "checkpoints" / f"cycle_{cycle}.epoch.pt"
+
+
 def head_seed(seed: int) -> int:
     """Torch seed of an auxiliary head's initial weights (every cold start of the seed's head)."""
     return 1_000_003 * seed + 29
@@ -210,6 +215,7 @@ class Experiment:
         previous: Path | None,
         acquirer: Any = None,
         previous_aux: Path | None = None,
+        epoch_file: Path | None = None,
     ) -> tuple[torch.nn.Module, FitResult, AuxiliaryHead | None]:
         """Train cycle ``cycle`` on ``labelled`` (warm from ``previous`` when the protocol says so).
 
@@ -236,6 +242,7 @@ class Experiment:
             init_state=init,
             aux_heads=[head] if head is not None else [],
             progress=self.progress,
+            checkpoint=epoch_file if self.train_cfg.epoch_checkpoint else None,
         )
         return model, result, head
 
@@ -296,9 +303,12 @@ class Experiment:
         if load_state(folder).cycle >= 0:
             return
         labelled = initial_labelled(self.initial_pool, self.plan.budgets[0], seed)
-        model, result, _ = self.train_cycle(seed, 0, labelled, None)
+        model, result, _ = self.train_cycle(
+            seed, 0, labelled, None, epoch_file=epoch_path(folder, 0)
+        )
         row = self._row(0, len(labelled), result, self.evaluate(model), 0.0)
         save_torch(folder / "checkpoints" / "cycle_0.pt", {"model": result.best_state})
+        epoch_path(folder, 0).unlink(missing_ok=True)
         write_rows(folder / "metrics.csv", [row], self.data.joint_names)
         save_state(folder, CellState(0, labelled.tolist(), 0.0))
 
@@ -331,7 +341,13 @@ class Experiment:
                 if cycle == 1:
                     previous, previous_aux = initial / "checkpoints" / "cycle_0.pt", previous
                 model, result, head = self.train_cycle(
-                    seed, cycle, labelled, previous, acquirer, previous_aux
+                    seed,
+                    cycle,
+                    labelled,
+                    previous,
+                    acquirer,
+                    previous_aux,
+                    epoch_path(folder, cycle),
                 )
                 rows.append(
                     self._row(
@@ -346,6 +362,7 @@ class Experiment:
                 if head is not None:
                     checkpoint["aux"] = result.aux_states
                 save_torch(folder / "checkpoints" / f"cycle_{cycle}.pt", checkpoint)
+                epoch_path(folder, cycle).unlink(missing_ok=True)
             next_labelled, seconds = labelled, 0.0
             if cycle + 1 < self.plan.cycles:
                 k = self.plan.budgets[cycle + 1] - self.plan.budgets[cycle]

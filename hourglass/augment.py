@@ -26,6 +26,9 @@ class AugmentConfig:
     scale_min: float = 0.75
     scale_max: float = 1.25
     rotate: float = 45.0
+    # "sample": albumentations image by image on the CPU (the anchor's way; default, reproduces
+    # earlier results); "batch": whole batches warped on the model's device (augment_batch.py).
+    path: str = "sample"
 
 
 def hflip(image: np.ndarray, joints: np.ndarray, visibility: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -37,6 +40,31 @@ def hflip(image: np.ndarray, joints: np.ndarray, visibility: np.ndarray) -> tupl
     return np.ascontiguousarray(image[:, ::-1]), flipped, visibility[perm].copy()
 
 
+def albumentations_affine(
+    shift: tuple[float, float] | dict[str, tuple[float, float]],
+    scale: tuple[float, float],
+    rotate: tuple[float, float],
+) -> A.Compose:
+    """The per-sample affine: shift (fraction of the side; one range for both axes or per axis
+    ``{"x": .., "y": ..}``), zoom and rotation (degrees) ranges, bilinear, constant-0 border,
+    keypoints kept when they leave the frame."""
+    return A.Compose(
+        [
+            A.Affine(
+                translate_percent=shift,
+                scale=scale,
+                rotate=rotate,
+                interpolation=cv2.INTER_LINEAR,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                p=1.0,
+            )
+        ],
+        keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+        seed=0,
+    )
+
+
 class PoseAugmenter:
     """Applies :class:`AugmentConfig` to one (image, joints, visibility) at a time.
 
@@ -46,20 +74,8 @@ class PoseAugmenter:
     def __init__(self, cfg: AugmentConfig) -> None:
         self.cfg = cfg
         self.rng = np.random.default_rng(0)
-        self.affine = A.Compose(
-            [
-                A.Affine(
-                    translate_percent=(-cfg.shift, cfg.shift),
-                    scale=(cfg.scale_min, cfg.scale_max),
-                    rotate=(-cfg.rotate, cfg.rotate),
-                    interpolation=cv2.INTER_LINEAR,
-                    border_mode=cv2.BORDER_CONSTANT,
-                    fill=0,
-                    p=1.0,
-                )
-            ],
-            keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
-            seed=0,
+        self.affine = albumentations_affine(
+            (-cfg.shift, cfg.shift), (cfg.scale_min, cfg.scale_max), (-cfg.rotate, cfg.rotate)
         )
 
     def reseed(self, seed: int) -> None:
@@ -80,17 +96,33 @@ class PoseAugmenter:
 
 
 def sample_jitter(
-    rng: np.random.Generator, cfg: AugmentConfig, n: int, size: int
+    rng: np.random.Generator, cfg: AugmentConfig, n: int, size: int, whole_pixels: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-crop (flip, then affine jitter) maps (n, 2, 3) on a size x size crop, and the flips (n,).
 
     The same distributions as :class:`PoseAugmenter` (flip p, shift of the side per axis, zoom,
-    rotation about the crop centre), drawn vectorised; used for crops cut from stored windows.
+    rotation about the crop centre), drawn vectorised; used for crops cut from stored windows and
+    by the batch path (``augment_batch.py``). ``whole_pixels`` truncates the shift to whole pixels
+    as albumentations' ``Affine`` does (``int(percent * side)``).
     """
     flips = rng.random(n) < cfg.flip
     shift = rng.uniform(-cfg.shift, cfg.shift, (n, 2)) * size
     zoom = rng.uniform(cfg.scale_min, cfg.scale_max, n)
     theta = np.deg2rad(rng.uniform(-cfg.rotate, cfg.rotate, n))
+    if whole_pixels:
+        shift = np.trunc(shift)
+    return jitter_maps(flips, shift, zoom, theta, size), flips
+
+
+def jitter_maps(
+    flips: np.ndarray, shift: np.ndarray, zoom: np.ndarray, theta: np.ndarray, size: int
+) -> np.ndarray:
+    """Input -> output pixel maps (n, 2, 3): flip about the centre, zoom and rotate by ``theta``
+    (radians, image axes: y down) about the centre, then shift (n, 2) pixels.
+
+    albumentations' ``Affine(rotate=r)`` is ``theta = -radians(r)`` here (same centre (S-1)/2).
+    """
+    n = len(flips)
     centre = (size - 1) / 2
     sign = np.where(flips, -1.0, 1.0)  # the flip x' = size - 1 - x, composed first
     cos, sin = np.cos(theta) * zoom, np.sin(theta) * zoom
@@ -100,4 +132,4 @@ def sample_jitter(
     # x_c = sign*(x - centre) (flip about the centre); result = R x_c + centre + shift
     out[:, 0, 2] = -(cos * sign) * centre + sin * centre + centre + shift[:, 0]
     out[:, 1, 2] = -(sin * sign) * centre - cos * centre + centre + shift[:, 1]
-    return out, flips
+    return out

@@ -4,15 +4,21 @@ Adam (paper lr 3e-4, batch 16), ReduceLROnPlateau on the selection loss (factor 
 cooldown 2, min 3e-6), a fixed number of epochs, and the best epoch picked on a given index set.
 Cold start (model as given) or warm start (``init_state``). Auxiliary heads (Learning Loss) train
 beside the pose net on its detached outputs, so their loss never reaches it (stop-gradient).
-Deterministic by seed on CPU; bf16 autocast on CUDA.
+Deterministic by seed on CPU; bf16 autocast on CUDA. Speed options (``train.*``): the batch
+augmentation path on the device (``augment.path=batch``, ``augment_batch.py``), channels-last,
+``torch.compile`` (``reduce-overhead`` = CUDA graphs), bf16 on the CPU; ``fit(checkpoint=PATH)``
+saves every epoch atomically and resumes from that file (``epoch_checkpoint``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,12 +26,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from hourglass.augment import AugmentConfig, PoseAugmenter
+from hourglass.augment_batch import BatchAugmenter, check_path, device_batch
 from hourglass.datasets.cache import PoseCache
 from hourglass.datasets.views import model_batch, target_joints
-from hourglass.device import autocast, resolve_device
+from hourglass.device import autocast, compile_model, mark_step, resolve_device
 from hourglass.errors import AlposeError
 from hourglass.evaluate import decode_coords, headline, images_to_tensor, iterate_outputs, score
 from hourglass.heatmaps import gaussian_targets, image_to_heatmap
+from hourglass.io import save_torch
 from hourglass.losses import LossKind, per_sample_loss
 from hourglass.model import PoseOutput
 
@@ -50,6 +58,11 @@ class TrainConfig:
     eval_batch_size: int = 64
     device: str = "auto"
     amp: bool = True
+    amp_cpu: bool = False  # bf16 autocast on the CPU too (slow without bf16 units; tests)
+    channels_last: bool = True
+    compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune
+    compile_backend: str = "inductor"
+    epoch_checkpoint: bool = False  # the experiment passes fit a per-cycle checkpoint path
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -176,14 +189,20 @@ def _forward_loss(
     model: nn.Module,
     data: PoseCache,
     idx: np.ndarray,
-    augmenter: PoseAugmenter | None,
+    augmenter: PoseAugmenter | BatchAugmenter | None,
     cfg: TrainConfig,
     device: torch.device,
 ) -> tuple[Tensor, PoseOutput, Tensor, Tensor]:
     """Per-sample pose loss (B,), the model output and the targets (with has_target) of a batch."""
-    images, joints, vis = make_batch(data, idx, augmenter)
-    x = images_to_tensor(images, device)
-    with autocast(device, cfg.amp):
+    if isinstance(augmenter, BatchAugmenter):
+        x, joints, vis = device_batch(data, idx, augmenter, device)
+    else:
+        images, joints, vis = make_batch(data, idx, augmenter)
+        x = images_to_tensor(images, device)
+    if not cfg.channels_last:
+        x = x.contiguous()
+    mark_step(cfg.compile if device.type == "cuda" else "off")
+    with autocast(device, cfg.amp, cpu=cfg.amp_cpu):
         out = model(x)
     targets, has_target = batch_targets(
         joints, vis, data.image_size, out.heatmaps.shape[-1], cfg, device
@@ -218,11 +237,14 @@ def fit(
     aux_heads: Sequence[AuxiliaryHead] = (),
     progress: bool = True,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    checkpoint: str | Path | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train_indices``; keep the epoch best on ``select_indices``.
 
     Returns the best weights (also loaded into ``model``) and the per-epoch history. Raises
-    :class:`NonFiniteLossError` on a NaN/inf loss after restoring the last good weights.
+    :class:`NonFiniteLossError` on a NaN/inf loss after restoring the last good weights. With
+    ``checkpoint``, every finished epoch is saved there (atomic) and a matching file found at the
+    start is resumed from, so a killed fit ends with the same weights as an uninterrupted one.
     """
     start_time = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -235,7 +257,9 @@ def fit(
     torch.manual_seed(cfg.seed)
     if init_state is not None:
         model.load_state_dict(init_state)
-    model.to(device).to(memory_format=torch.channels_last).train()
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(device).to(memory_format=layout).train()
+    net = compile_model(model, cfg.compile, cfg.compile_backend)
     for head in aux_heads:
         head.module.to(device).train()
     groups = [{"params": list(model.parameters())}]
@@ -249,12 +273,37 @@ def fit(
         cooldown=cfg.plateau_cooldown,
         min_lr=[cfg.min_lr] + [cfg.min_lr if h.decay_lr else cfg.lr for h in aux_heads],
     )
-    augmenter = PoseAugmenter(cfg.augment)
+    batch_path = check_path(cfg.augment.path) == "batch"
+    augmenter = BatchAugmenter(cfg.augment) if batch_path else PoseAugmenter(cfg.augment)
     drop_last = len(train_indices) >= cfg.batch_size
     best = (math.inf, 0)  # (selection criterion, epoch); lower is better
     best_state, aux_states = _state(model), {h.name: _state(h.module) for h in aux_heads}
     history: list[EpochLog] = []
-    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="ep", disable=not progress, leave=False)
+    key = _resume_key(cfg, train_indices, select_indices, aux_heads)
+    first, earlier_seconds = 1, 0.0
+    saved = _load_epoch(checkpoint, key)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        for head in aux_heads:
+            head.module.load_state_dict(saved["aux"][head.name])
+        optimiser.load_state_dict(saved["optimiser"])
+        scheduler.load_state_dict(saved["scheduler"])
+        best = (float(saved["best_criterion"]), int(saved["best_epoch"]))
+        best_state, aux_states = saved["best_state"], saved["best_aux"]
+        history = [EpochLog(**h) for h in saved["history"]]
+        torch.set_rng_state(saved["torch_rng"])
+        if device.type == "cuda" and saved["cuda_rng"]:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        first, earlier_seconds = int(saved["epoch"]) + 1, float(saved["seconds"])
+    bar = tqdm(
+        range(first, cfg.epochs + 1),
+        desc="train",
+        unit="ep",
+        initial=first - 1,
+        total=cfg.epochs,
+        disable=not progress,
+        leave=False,
+    )
     for epoch in bar:
         t0 = time.perf_counter()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(train_indices)
@@ -266,7 +315,7 @@ def fit(
         for step in range(n_batches):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             sample_loss, out, targets, has_target = _forward_loss(
-                model, data, idx, augmenter, cfg, device
+                net, data, idx, augmenter, cfg, device
             )
             loss = sample_loss.mean()
             if aux_heads:
@@ -304,9 +353,49 @@ def fit(
         bar.set_postfix(
             loss=f"{log.train_loss:.4g}", val=f"{select_loss:.4g}", pckh=f"{select_pckh:.1f}"
         )
+        if checkpoint is not None:
+            save_torch(
+                checkpoint,
+                {
+                    "key": key,
+                    "epoch": epoch,
+                    "model": _state(model),
+                    "aux": {h.name: _state(h.module) for h in aux_heads},
+                    "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "best_criterion": float(best[0]),
+                    "best_epoch": best[1],
+                    "best_state": best_state,
+                    "best_aux": aux_states,
+                    "history": [dataclasses.asdict(h) for h in history],
+                    "seconds": earlier_seconds + time.perf_counter() - start_time,
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+                },
+            )
         if on_epoch is not None:
             on_epoch(log)
     model.load_state_dict(best_state)
     for head in aux_heads:
         head.module.load_state_dict(aux_states[head.name])
-    return FitResult(best[1], best_state, aux_states, history, time.perf_counter() - start_time)
+    seconds = earlier_seconds + time.perf_counter() - start_time
+    return FitResult(best[1], best_state, aux_states, history, seconds)
+
+
+def _resume_key(
+    cfg: TrainConfig, train: np.ndarray, select: np.ndarray, heads: Sequence[AuxiliaryHead]
+) -> str:
+    """What an epoch checkpoint must match to be resumed: the data, the seed and the optimiser."""
+    h = hashlib.sha256(np.ascontiguousarray(train).tobytes())
+    h.update(np.ascontiguousarray(select).tobytes())
+    fields = (cfg.seed, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.loss, cfg.augment)
+    h.update(repr((fields, [x.name for x in heads])).encode())
+    return h.hexdigest()
+
+
+def _load_epoch(path: str | Path | None, key: str) -> dict | None:
+    """The epoch checkpoint at ``path`` if it exists and belongs to this fit (same key)."""
+    if path is None or not Path(path).is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return saved if saved.get("key") == key else None

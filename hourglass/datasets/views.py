@@ -86,10 +86,11 @@ def target_joints(data: PoseCache, joints: np.ndarray, vis: np.ndarray) -> np.nd
     return joints
 
 
-def _cut(
+def cut_plan(
     data: PoseCache, idx: np.ndarray, augmenter: PoseAugmenter | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cut model crops (evaluation or augmented training) out of stored windows, batched."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The maps of a cut out of stored windows (random draws from ``augmenter.rng`` when given):
+    image -> model-input maps (B, 2, 3), clipped boxes (B, 4), model-input joints (B, J, 2), vis."""
     size, n = data.image_size, len(idx)
     spec = data.crop or {}
     window, image_wh = data.window[idx].astype(np.float64), data.image_wh[idx]
@@ -108,34 +109,57 @@ def _cut(
             perm = flip_permutation(vis.shape[1])
             vis[flips] = vis[flips][:, perm]
             joints_img[flips] = joints_img[flips][:, perm]
-    images = _warp(data.images[idx], data.stored_to_image[idx], to_out, box, size)
-    joints = crops.apply(to_out, joints_img).astype(np.float32)
+    return to_out, box, crops.apply(to_out, joints_img).astype(np.float32), vis
+
+
+def _cut(
+    data: PoseCache, idx: np.ndarray, augmenter: PoseAugmenter | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut model crops (evaluation or augmented training) out of stored windows, batched."""
+    to_out, box, joints, vis = cut_plan(data, idx, augmenter)
+    images = _warp(data.images[idx], data.stored_to_image[idx], to_out, box, data.image_size)
     return images, joints, vis
 
 
-def _mapped(maps: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _mapped(
+    maps: np.ndarray, size: int, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x and y (B, S, S) of every output pixel centre under per-row affine maps (B, 2, 3)."""
-    m = torch.from_numpy(maps).float()[:, :, :, None, None]
-    u = torch.arange(size, dtype=torch.float32).view(1, 1, size)
-    v = torch.arange(size, dtype=torch.float32).view(1, size, 1)
+    m = torch.from_numpy(maps).float().to(device)[:, :, :, None, None]
+    u = torch.arange(size, dtype=torch.float32, device=device).view(1, 1, size)
+    v = torch.arange(size, dtype=torch.float32, device=device).view(1, size, 1)
     return m[:, 0, 0] * u + m[:, 0, 1] * v + m[:, 0, 2], m[:, 1, 0] * u + m[:, 1, 1] * v + m[
         :, 1, 2
     ]
+
+
+def sample_affine(x: torch.Tensor, out_to_src: np.ndarray, size: int) -> torch.Tensor:
+    """Bilinear samples (B, C, size, size) of ``x`` (B, C, T, T) float at ``out_to_src`` of every
+    output pixel centre (maps (B, 2, 3), pixel-centre convention), zero outside; on x's device."""
+    side = x.shape[-2]
+    sx, sy = _mapped(out_to_src, size, x.device)
+    grid = torch.stack([sx, sy], -1).mul_(2.0 / (side - 1)).sub_(1.0)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def warp_windows(
+    stored: torch.Tensor, stored_to_image: np.ndarray, image_to_out: np.ndarray, box, size: int
+) -> torch.Tensor:
+    """Output crops (B, 3, S, S) float, whole values 0..255, from stored uint8 windows
+    (B, T, T, 3) on any device; zero outside each clipped box."""
+    out_to_image = crops.invert(image_to_out)
+    out_to_stored = crops.compose(crops.invert(stored_to_image.astype(np.float64)), out_to_image)
+    ix, iy = _mapped(out_to_image, size, stored.device)
+    b = torch.from_numpy(box).float().to(stored.device)[:, :, None, None] - 0.5
+    inside = (ix >= b[:, 0]) & (ix <= b[:, 2]) & (iy >= b[:, 1]) & (iy <= b[:, 3])
+    y = sample_affine(stored.permute(0, 3, 1, 2).float(), out_to_stored, size)
+    return y.mul_(inside[:, None]).round_().clamp_(0, 255)
 
 
 def _warp(
     stored: np.ndarray, stored_to_image: np.ndarray, image_to_out: np.ndarray, box, size: int
 ) -> np.ndarray:
     """Sample (B, S, S, 3) uint8 output crops; zero outside each clipped box."""
-    side = stored.shape[1]
-    out_to_image = crops.invert(image_to_out)
-    out_to_stored = crops.compose(crops.invert(stored_to_image.astype(np.float64)), out_to_image)
-    sx, sy = _mapped(out_to_stored, size)
-    ix, iy = _mapped(out_to_image, size)
-    b = torch.from_numpy(box).float()[:, :, None, None] - 0.5
-    inside = (ix >= b[:, 0]) & (ix <= b[:, 2]) & (iy >= b[:, 1]) & (iy <= b[:, 3])
-    grid = torch.stack([sx, sy], -1).mul_(2.0 / (side - 1)).sub_(1.0)
-    x = torch.from_numpy(np.ascontiguousarray(stored)).permute(0, 3, 1, 2).float()
-    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    y = y.mul_(inside[:, None]).round_().clamp_(0, 255).to(torch.uint8)
+    x = torch.from_numpy(np.ascontiguousarray(stored))
+    y = warp_windows(x, stored_to_image, image_to_out, box, size).to(torch.uint8)
     return y.permute(0, 2, 3, 1).contiguous().numpy()

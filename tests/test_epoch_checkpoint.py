@@ -1,0 +1,118 @@
+"""Per-epoch checkpoints: a fit killed after epoch e and resumed ends with the uninterrupted weights."""
+
+import pytest
+import torch
+
+from hourglass.augment import AugmentConfig
+from hourglass.model import StackedHourglass
+from hourglass.train import AuxiliaryHead, TrainConfig, fit
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: tiny batches gain nothing from two, and a shared machine stalls them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Killed(RuntimeError):
+    """Stands in for a kill between two epochs."""
+
+
+def config(**kw) -> TrainConfig:
+    base = dict(
+        epochs=3,
+        batch_size=8,
+        lr=1e-3,
+        loss="ce",
+        sigma=1.0,
+        peak=1.0,
+        select_by="loss",
+        device="cpu",
+        eval_batch_size=64,
+        seed=3,
+        plateau_patience=0,  # the schedule's state matters after a resume
+        plateau_cooldown=0,
+        augment=AugmentConfig(flip=0.5, rotate=20.0),
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+class LossHead(torch.nn.Module):
+    """A tiny Learning-Loss-like head on the pooled embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 1)
+
+    def forward(self, out):
+        return self.linear(out.embedding.float()).squeeze(-1)
+
+
+def head() -> AuxiliaryHead:
+    torch.manual_seed(9)
+    return AuxiliaryHead("h", LossHead(), lambda p, loss: ((p - loss) ** 2).mean())
+
+
+def run(data, cfg, checkpoint=None, kill_after=None, with_head=False):
+    torch.manual_seed(1)
+    model = StackedHourglass(1, 8, 2, 16)
+    heads = [head()] if with_head else []
+
+    def on_epoch(log):
+        if log.epoch == kill_after:
+            raise Killed
+
+    result = fit(
+        model,
+        data,
+        data.indices("train")[:32],
+        data.indices("val")[:16],
+        cfg,
+        aux_heads=heads,
+        progress=False,
+        on_epoch=on_epoch,
+        checkpoint=checkpoint,
+    )
+    return model, result, heads
+
+
+def test_killed_fit_resumes_to_the_uninterrupted_weights(tiny_cache, tmp_path):
+    cfg = config()
+    ref_model, ref, ref_heads = run(tiny_cache, cfg, with_head=True)
+    path = tmp_path / "cycle_1.epoch.pt"
+    with pytest.raises(Killed):
+        run(tiny_cache, cfg, checkpoint=path, kill_after=2, with_head=True)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 2 and len(saved["history"]) == 2
+    model, result, heads = run(tiny_cache, cfg, checkpoint=path, with_head=True)
+    assert result.best_epoch == ref.best_epoch
+    assert [h.select_loss for h in result.history] == [h.select_loss for h in ref.history]
+    assert [h.lr for h in result.history] == [h.lr for h in ref.history]
+    for k, v in ref_model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+    for k, v in ref.best_state.items():
+        torch.testing.assert_close(result.best_state[k], v, rtol=0, atol=0)
+    for k, v in ref_heads[0].module.state_dict().items():
+        torch.testing.assert_close(heads[0].module.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_shorter_fit_then_longer_resume_matches_and_foreign_checkpoints_are_ignored(
+    tiny_cache, tmp_path
+):
+    path = tmp_path / "e.pt"
+    ref_model, ref, _ = run(tiny_cache, config(epochs=3))
+    run(tiny_cache, config(epochs=1), checkpoint=path)  # "killed" after epoch 1
+    model, result, _ = run(tiny_cache, config(epochs=3), checkpoint=path)
+    assert len(result.history) == 3 and result.best_epoch == ref.best_epoch
+    for k, v in ref_model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+    # A checkpoint of another fit (other seed) is not resumed: training starts from epoch 1.
+    other, res_other, _ = run(tiny_cache, config(epochs=1, seed=4), checkpoint=path)
+    assert [h.epoch for h in res_other.history] == [1]
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    fresh, _, _ = run(tiny_cache, config(epochs=1, seed=4))
+    for k, v in fresh.state_dict().items():
+        torch.testing.assert_close(other.state_dict()[k], v, rtol=0, atol=0)
