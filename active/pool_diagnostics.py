@@ -70,6 +70,8 @@ def open_run(run_dir: Path, data_dir: str | Path | None = None, device: str = "a
     if data_dir:
         cfg.paths.data = str(data_dir)
     cfg.progress = False
+    if cfg.get("seed") is None:  # `run` keeps no single seed; the train config wants one
+        cfg.seed = 0
     data = load_data(cfg)
     return OpenRun(
         Path(run_dir), cfg, data, train_config(cfg), resolve_device(device), data.indices("train")
