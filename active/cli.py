@@ -1,8 +1,10 @@
 """The ``alpose`` command: one entry point, one subcommand per job.
 
 Argparse subcommands (``evaluate``, ``prepare``) own their flags; Hydra subcommands (``train``)
-receive the rest of the command line as Hydra overrides. Every :class:`AlposeError` becomes one
-``error: ...`` line and exit status 2, never a traceback.
+receive the rest of the command line as Hydra overrides. Every failure becomes one
+``error: ...`` line, never a traceback: exit status 2 for an :class:`AlposeError` (bad input; the
+line says what to do), 1 for anything unexpected. ``alpose --verbose <command> ...`` (or
+``ALPOSE_VERBOSE=1``) prints the Python traceback before that line.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from hourglass.errors import AlposeError
+from hourglass.errors import VERBOSE_ENV, report
 
 # name -> (one-line help, module path, function name). Modules are imported lazily so that
 # `alpose evaluate` does not pay for importing torch.
@@ -78,10 +80,11 @@ def _load(module: str, attr: str) -> Callable:
 
 
 def _usage() -> str:
-    lines = ["usage: alpose <command> [options]", "", "commands:"]
+    lines = ["usage: alpose [--verbose] <command> [options]", "", "commands:"]
     for name, (help_text, _, _) in {**ARGPARSE_COMMANDS, **HYDRA_COMMANDS}.items():
         lines.append(f"  {name:<10} {help_text}")
-    lines.append("\n`alpose <command> --help` describes each one.")
+    lines.append("\n`alpose <command> --help` describes each one. --verbose (or ALPOSE_VERBOSE=1):")
+    lines.append("print the Python traceback of an error before its one `error:` line.")
     return "\n".join(lines)
 
 
@@ -96,6 +99,11 @@ def _silence_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch ``alpose <command> ...``; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    while argv and argv[0] in {"-v", "--verbose"}:
+        import os
+
+        os.environ[VERBOSE_ENV] = "1"  # also seen by worker processes
+        argv = argv[1:]
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(_usage())
         return 0 if argv else 2
@@ -110,15 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = _load(module, attr)(parser)
             args = parser.parse_args(rest)
             return int(run(args) or 0)
-    except AlposeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `alpose table ... | head`: the reader left; stop quietly
         _silence_stdout()
         return 141
+    except Exception as err:  # AlposeError: exit 2; anything else: exit 1; one line either way
+        return report(err)
     known = ", ".join(sorted({**ARGPARSE_COMMANDS, **HYDRA_COMMANDS}))
     print(f"error: unknown command '{command}'; known commands: {known}", file=sys.stderr)
     return 2

@@ -1,4 +1,19 @@
-"""The one exception type that the command line turns into a single clear line."""
+"""The one exception type that the command line turns into a single clear line, and that line.
+
+Every failure of an ``alpose`` command ends as exactly one ``error: ...`` line on stderr:
+:class:`AlposeError` (bad input the user can fix; exit 2) as its message, anything else
+(a bug or an unforeseen OS error; exit 1) as its type and message plus a pointer to
+``--verbose``. With ``alpose --verbose ...`` (or ``ALPOSE_VERBOSE=1``) the Python traceback is
+printed before the line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+VERBOSE_ENV = "ALPOSE_VERBOSE"
 
 
 class AlposeError(Exception):
@@ -6,3 +21,44 @@ class AlposeError(Exception):
 
     The CLI prints ``error: <message>`` and exits non-zero without a traceback.
     """
+
+
+def verbose() -> bool:
+    """Whether tracebacks are wanted (``alpose --verbose`` sets ``ALPOSE_VERBOSE=1``)."""
+    return os.environ.get(VERBOSE_ENV, "").strip() not in ("", "0", "false", "no")
+
+
+def one_line(err: BaseException) -> str:
+    """The text of the ``error:`` line for ``err`` (whitespace collapsed to one line)."""
+    if isinstance(err, AlposeError) or _is_compact_hydra(err):  # already written for the user
+        text = str(err).removeprefix("error: ")
+    elif _is_hydra_usage_error(err):
+        text = f"{err} (see `alpose <command> --help`)"
+    else:
+        hint = "" if verbose() else "; rerun with `alpose --verbose ...` for the traceback"
+        text = f"unexpected {type(err).__name__}: {err}{hint}"
+    return " ".join(text.split())
+
+
+def exit_status(err: BaseException) -> int:
+    """2 for errors the user can fix (ours and Hydra's override errors), 1 for anything else."""
+    return 2 if isinstance(err, AlposeError) or _is_hydra_usage_error(err) else 1
+
+
+def report(err: BaseException) -> int:
+    """Print ``err`` as one ``error:`` line (traceback first when verbose); return the exit status."""
+    if verbose():
+        traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+    return exit_status(err)
+
+
+def _is_hydra_usage_error(err: BaseException) -> bool:
+    """Hydra's config-composition and override-parsing errors (an unknown key, a bad value)."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    return bool(names & {"ConfigCompositionException", "OverrideParseException"})
+
+
+def _is_compact_hydra(err: BaseException) -> bool:
+    """Hydra's ``CompactHydraException``: a message meant for the user, shown without traceback."""
+    return any(cls.__name__ == "CompactHydraException" for cls in type(err).__mro__)
