@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from active.acquirers.base import AcquisitionContext
 from active.head_pass import fit_head_frozen
 from active.layout import INITIAL, METRIC_COLUMNS, budget_schedule, joint_columns, seed_dir
+from active.tracking import NullTracker, Tracker
 from hourglass.datasets.cache import PoseCache
 from hourglass.device import resolve_device
 from hourglass.errors import AlposeError
@@ -191,6 +192,7 @@ class Experiment:
         self.report_idx = data.indices(self.protocol.report_split)
         self.device = resolve_device(str(cfg.device))
         self.progress = bool(cfg.progress)
+        self.tracker: Tracker = NullTracker()  # run_cli sets one per job (logger=...)
 
     # -- one cycle -------------------------------------------------------------------------
     def _selection_indices(self, labelled: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,6 +244,7 @@ class Experiment:
             init_state=init,
             aux_heads=[head] if head is not None else [],
             progress=self.progress,
+            on_epoch=lambda log: self.tracker.epoch(seed, cycle, log),
             checkpoint=epoch_file if self.train_cfg.epoch_checkpoint else None,
         )
         return model, result, head
@@ -374,6 +377,7 @@ class Experiment:
             write_rows(folder / "metrics.csv", rows, self.data.joint_names)
             state = CellState(cycle, np.asarray(next_labelled).tolist(), seconds)
             save_state(folder, state)
+            self.tracker.cycle_done(folder, cycle)
 
     def acquire(
         self,

@@ -2,20 +2,39 @@
 
 The same command again resumes: finished cycles are skipped. A result folder whose stored config
 differs from the new one is refused, naming the differing keys and ``fresh=true``.
+
+One job of a sweep is one cell: ``acquirer=<name>`` (a ``configs/acquirer`` option) runs only that
+acquirer and ``seed=<s>`` only that seed, so ``alpose run -m acquirer=random,coreset seed=0,1``
+with ``hydra/launcher=joblib`` (one machine) or ``slurm`` (submitit) runs the grid in parallel;
+``active/sweep.py`` keeps the shared cycle 0 of a seed to one training. ``--dry-run`` (or
+``dry_run=true``) prints the plan instead (``active/dry_run.py``); ``logger=wandb`` tracks each job
+(``active/tracking.py``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
+from active.layout import INITIAL
+from active.sweep import (
+    SweepJob,
+    file_lock,
+    job_device,
+    run_initial_once,
+    sweep_job,
+    threads_per_job,
+)
 from hourglass.errors import AlposeError
 
 # Keys that may change between runs of one experiment without invalidating its results.
@@ -29,7 +48,22 @@ FREE_KEYS = {
     "fresh",
     "acquirer",
     "threads",
+    "seed",
+    "logger",
+    "dry_run",
+    "bench",
 }
+_MAIN = "ALPOSE_RUN_MAIN"  # host:pid of the `alpose run` process, to tell launcher workers apart
+
+
+class JobFailed(CompactHydraException):
+    """An AlposeError in a launcher's worker process, carried back to the sweep as one line."""
+
+    seen = False  # set in the process that unpickles one (the sweep's parent): exit status 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        JobFailed.seen = True
 
 
 def acquirer_configs(cfg: DictConfig) -> dict[str, DictConfig]:
@@ -66,32 +100,54 @@ def config_differences(stored: dict, new: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def check_or_store_config(root: Path, cfg: DictConfig, acquirers: dict[str, DictConfig]) -> None:
-    """Refuse a result folder made with another config; otherwise (re)write the stored config."""
-    from hourglass.io import atomic_path
-
+def _stored_and_new(
+    root: Path, cfg: DictConfig, acquirers: dict[str, DictConfig]
+) -> tuple[dict | None, dict]:
     new = OmegaConf.to_container(cfg, resolve=True)
     new["acquirer_configs"] = {
         k: OmegaConf.to_container(v, resolve=True) for k, v in acquirers.items()
     }
     path = root / "config.yaml"
-    if path.is_file() and bool(cfg.fresh):
+    stored = OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else None
+    return stored, new
+
+
+def stored_config_differences(stored: dict, new: dict) -> list[str]:
+    """Keys in which ``new`` differs from a stored config (acquirers compared where shared)."""
+    shared = set(stored.get("acquirer_configs", {})) & set(new["acquirer_configs"])
+    old = {**stored, "acquirer_configs": {k: stored["acquirer_configs"][k] for k in shared}}
+    now = {**new, "acquirer_configs": {k: new["acquirer_configs"][k] for k in shared}}
+    return config_differences(old, now)
+
+
+def _union(a: object, b: object) -> list:
+    return list(dict.fromkeys([*(a or []), *(b or [])]))
+
+
+def check_or_store_config(root: Path, cfg: DictConfig, acquirers: dict[str, DictConfig]) -> None:
+    """Refuse a result folder made with another config; otherwise (re)write the stored config.
+
+    The stored config gathers the acquirers and seeds of every run so far (the jobs of a sweep each
+    name one); call it under the folder's lock when jobs run in parallel (``run_experiment`` does).
+    """
+    from hourglass.io import atomic_path
+
+    stored, new = _stored_and_new(root, cfg, acquirers)
+    if stored is not None and bool(cfg.fresh):
         backup = root.with_name(f"{root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(root, backup)
         print(f"fresh=true: moved the previous results to {backup}")
-    elif path.is_file():
-        stored = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        shared = set(stored.get("acquirer_configs", {})) & set(new["acquirer_configs"])
-        old = {**stored, "acquirer_configs": {k: stored["acquirer_configs"][k] for k in shared}}
-        now = {**new, "acquirer_configs": {k: new["acquirer_configs"][k] for k in shared}}
-        diff = config_differences(old, now)
+    elif stored is not None:
+        diff = stored_config_differences(stored, new)
         if diff:
             raise AlposeError(
                 f"{root} holds results of a different config (differs in: {', '.join(diff)}); "
                 "rerun with fresh=true to move them aside and start afresh, or set paths.runs elsewhere"
             )
         new["acquirer_configs"] = {**stored.get("acquirer_configs", {}), **new["acquirer_configs"]}
-    with atomic_path(path) as tmp:
+        new["acquirers"] = _union(stored.get("acquirers"), new.get("acquirers"))
+        new["seeds"] = sorted(_union(stored.get("seeds"), new.get("seeds")))
+    with atomic_path(root / "config.yaml") as tmp:
         OmegaConf.save(OmegaConf.create(new), tmp)
 
 
@@ -103,14 +159,19 @@ def load_data(cfg: DictConfig):
     from hourglass.datasets.synthetic_cache import write_synthetic_cache
 
     path = cache_path(cfg.dataset, cfg.paths.data)
-    if cfg.dataset.name == "synthetic" and not path.is_file():
-        print(f"rendering the synthetic set into {path} (once)")
-        write_synthetic_cache(cfg.dataset, path, workers=2, progress=bool(cfg.progress))
-    elif cfg.dataset.get("auto_prepare") and not path.is_file():
-        from hourglass.datasets.real import prepare
+    builds = cfg.dataset.name == "synthetic" or cfg.dataset.get("auto_prepare")
+    if builds and not path.is_file():  # parallel jobs: one builds, the others wait and load it
+        with file_lock(path.with_name(path.name + ".lock"), f"building {path.name}"):
+            if path.is_file():
+                pass
+            elif cfg.dataset.name == "synthetic":
+                print(f"rendering the synthetic set into {path} (once)")
+                write_synthetic_cache(cfg.dataset, path, workers=2, progress=bool(cfg.progress))
+            else:
+                from hourglass.datasets.real import prepare
 
-        plain = OmegaConf.to_container(cfg.dataset, resolve=True)
-        print(prepare(plain, cfg.paths.data, workers=2, progress=bool(cfg.progress)))
+                plain = OmegaConf.to_container(cfg.dataset, resolve=True)
+                print(prepare(plain, cfg.paths.data, workers=2, progress=bool(cfg.progress)))
     return load_dataset(cfg.dataset, cfg.paths.data)
 
 
@@ -129,11 +190,70 @@ def build_experiment(cfg: DictConfig):
         return build_model(cfg.model, data.num_joints, data.image_size)
 
     factory()  # fail early on a model that does not fit the input size
-    return Experiment(cfg, data, factory, train_config(cfg), built, root), acquirers
+    train_cfg = train_config(
+        cfg if cfg.get("seed") is not None else OmegaConf.merge(cfg, {"seed": 0})
+    )
+    return Experiment(cfg, data, factory, train_cfg, built, root), acquirers
+
+
+def _acquirer_choice() -> str | None:
+    """The ``acquirer=<name>`` option chosen on the command line (Hydra), else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get("acquirer")
+    return str(choice) if choice not in (None, "null") else None
+
+
+def select_cells(cfg: DictConfig) -> None:
+    """Narrow ``cfg`` to the cells this job runs: ``acquirer=<name>`` -> that acquirer alone (its
+    config in ``cfg.acquirer``), ``seed=<s>`` -> that seed alone."""
+    if _acquirer_choice() is not None:
+        cfg.acquirers = []
+    if cfg.get("seed") is not None:
+        cfg.seeds = [int(cfg.seed)]
+    if not len(cfg.seeds):
+        raise AlposeError("no seeds to run: set seeds=[0,1,...] or seed=<s>")
+
+
+def configure_job(cfg: DictConfig, job: SweepJob | None) -> None:
+    """Torch threads and device of this process: a sweep job gets cores // parallel jobs threads
+    and, with several GPUs, GPU ``job number % GPUs``; a plain run honours ``threads``."""
+    import torch
+
+    if job is None:
+        if cfg.get("threads") and int(cfg.jobs) <= 1:
+            torch.set_num_threads(int(cfg.threads))
+        return
+    torch.set_num_threads(threads_per_job(job.parallel, cfg.get("threads")))
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = job_device(str(cfg.device), job.num, n_gpus)
+    if device != str(cfg.device):
+        cfg.device = device
+        torch.cuda.set_device(torch.device(device))
+    print(
+        f"  sweep job {job.num}: {torch.get_num_threads()} torch thread(s), device {cfg.device}",
+        flush=True,
+    )
+
+
+@contextmanager
+def tracked(cfg: DictConfig, experiment, name: str, seed: int) -> Iterator[None]:
+    """Attach the configured tracker (``logger=...``) to ``experiment`` for one job; finish it."""
+    from active.tracking import NullTracker, make_tracker
+
+    tracker = make_tracker(cfg, name, seed, experiment.root)
+    experiment.tracker = tracker
+    try:
+        yield
+    finally:
+        experiment.tracker = NullTracker()
+        tracker.finish()
 
 
 def _worker(cfg_yaml: str, task: tuple[str, int], threads: int) -> tuple[str, int]:
-    """One job in a worker process: a seed's initial cycle or an (acquirer, seed) cell."""
+    """One job in a worker process (``jobs=N``): a seed's initial cycle or an (acquirer, seed) cell."""
     import torch
 
     torch.set_num_threads(threads)
@@ -141,43 +261,53 @@ def _worker(cfg_yaml: str, task: tuple[str, int], threads: int) -> tuple[str, in
     cfg.progress = False
     experiment, _ = build_experiment(cfg)
     name, seed = task
-    if name == "":
-        experiment.run_initial(seed)
-    else:
-        experiment.run_cell(name, seed)
+    with tracked(cfg, experiment, name or INITIAL, seed):
+        if name == "":
+            run_initial_once(experiment, seed)
+        else:
+            experiment.run_cell(name, seed)
     return task
 
 
 def run_experiment(cfg: DictConfig) -> Path:
-    """Run (or resume) every cell; returns the experiment's result folder."""
-    import torch
-
+    """Run (or resume) every cell this job selects; returns the experiment's result folder."""
+    job = sweep_job()
+    select_cells(cfg)
+    if cfg.get("dry_run"):
+        return dry_run(cfg)
+    if job is not None and bool(cfg.fresh):
+        raise AlposeError(
+            "fresh=true cannot be used in a multirun (-m): its jobs would move each other's "
+            "results aside; move the old folder aside yourself or run once without -m with fresh=true"
+        )
+    configure_job(cfg, job)
     experiment, acquirers = build_experiment(cfg)
     root = experiment.root
-    check_or_store_config(root, cfg, acquirers)
+    with file_lock(root / ".config.lock", "the stored config"):
+        check_or_store_config(root, cfg, acquirers)
     seeds = [int(s) for s in cfg.seeds]
     names = list(acquirers)
     jobs = max(1, int(cfg.jobs))
     print(
         f"alpose run: experiment '{cfg.name}', acquirers {names}, seeds {seeds}, "
         f"budgets {experiment.plan.budgets}, protocol {experiment.protocol.name}, "
-        f"{jobs} job(s), results in {root}"
+        f"{jobs} process(es), results in {root}",
+        flush=True,
     )
     t0 = time.perf_counter()
-    phases = [[("", s) for s in seeds], [(n, s) for s in seeds for n in names]]
     if jobs == 1:
-        if cfg.get("threads"):
-            torch.set_num_threads(int(cfg.threads))
-        for phase in phases:
-            for name, seed in phase:
-                if name:
+        for seed in seeds:
+            for name in names:
+                with tracked(cfg, experiment, name, seed):
+                    run_initial_once(experiment, seed)
                     print(f"  {name} seed {seed}", flush=True)
                     experiment.run_cell(name, seed)
-                else:
-                    experiment.run_initial(seed)
     else:
-        threads = int(cfg.get("threads") or max(1, (os.cpu_count() or 2) // jobs))
+        from active.sweep import available_cores
+
+        threads = int(cfg.get("threads") or max(1, available_cores() // jobs))
         cfg_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        phases = [[("", s) for s in seeds], [(n, s) for s in seeds for n in names]]
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             for phase in phases:
                 for name, seed in pool.map(
@@ -191,8 +321,39 @@ def run_experiment(cfg: DictConfig) -> Path:
     return root
 
 
+def dry_run(cfg: DictConfig) -> Path:
+    """Print the resolved config, the cells that would run or be skipped and the cost; write nothing."""
+    from active import dry_run as plan
+
+    acquirers = acquirer_configs(cfg)
+    root = Path(str(cfg.paths.runs)) / str(cfg.name)
+    print(plan.render(cfg, root, list(acquirers), [int(s) for s in cfg.seeds]), end="")
+    stored, new = _stored_and_new(root, cfg, acquirers)
+    if stored is not None and not bool(cfg.fresh):
+        diff = stored_config_differences(stored, new)
+        if diff:
+            print(
+                f"note: {root} holds another config (differs in: {', '.join(diff)}); a real run is refused"
+            )
+    return root
+
+
+def _job(cfg: DictConfig) -> None:
+    """Hydra's task: run; in a launcher's worker process an AlposeError becomes a JobFailed."""
+    try:
+        run_experiment(cfg)
+    except AlposeError as err:
+        if os.environ.get(_MAIN) not in (None, f"{socket.gethostname()}:{os.getpid()}"):
+            raise JobFailed(f"error: {err}") from err
+        raise
+
+
 def main(argv: Sequence[str]) -> int:
-    """``alpose run [overrides]``; returns the exit status."""
+    """``alpose run [overrides] [--dry-run]``; returns the exit status."""
     from hourglass.hydra_app import run_hydra
 
-    return run_hydra("run", "run", argv, run_experiment)
+    argv = ["dry_run=true" if a == "--dry-run" else a for a in argv]
+    os.environ[_MAIN] = f"{socket.gethostname()}:{os.getpid()}"
+    JobFailed.seen = False
+    status = run_hydra("run", "run", argv, _job)
+    return 2 if status == 1 and JobFailed.seen else status
