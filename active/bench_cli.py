@@ -6,13 +6,15 @@ forward and backward per target) on the small and the paper hourglass, with rand
 images and K = 30 targets that are the model's own predicted heatmaps of other random images (as
 EGL++'s neighbour targets). It prints seconds per image, the speed-up and the largest relative
 difference of the scores, and the machine's load average (the timings are only as good as the
-machine is idle). More benchmarks join the ``BENCHES`` table.
+machine is idle). More benchmarks join the ``BENCHES`` table; ``speed`` (``bench_speed.py``) is
+what ``alpose bench`` with no name runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from active.bench_speed import run_speed, speed_flags
 from hourglass.config import config_dir
 from hourglass.errors import AlposeError
 from hourglass.io import write_json
@@ -218,9 +221,28 @@ BENCHES["egl"] = (
 )
 
 
+BENCHES["speed"] = (
+    "training, inference, acquisition and data-path images/s (small and paper model, CPU and GPU); "
+    "experiment=NAME also estimates that experiment's wall time",
+    speed_flags,
+    run_speed,
+)
+DEFAULT_BENCH = "speed"  # `alpose bench` with no name, or with only options / experiment=NAME
+
+
 def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    """Add the bench subcommands to ``parser``; returns the dispatcher."""
+    """Add the bench subcommands to ``parser``; returns the dispatcher. Arguments that do not
+    start with a bench name go to ``speed`` (``alpose bench --json OUT``, ``experiment=...``)."""
     sub = parser.add_subparsers(dest="bench", metavar="what", required=True)
     for name, (help_text, flags, _) in BENCHES.items():
         flags(sub.add_parser(name, help=help_text, description=help_text))
+    parse = parser.parse_args
+
+    def parse_args(args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        if not args or (args[0] not in BENCHES and args[0] not in ("-h", "--help")):
+            args = [DEFAULT_BENCH, *args]
+        return parse(args, namespace)
+
+    parser.parse_args = parse_args
     return lambda args: BENCHES[args.bench][2](args)
