@@ -240,10 +240,17 @@ def configure_job(cfg: DictConfig, job: SweepJob | None) -> None:
 
 @contextmanager
 def tracked(cfg: DictConfig, experiment, name: str, seed: int) -> Iterator[None]:
-    """Attach the configured tracker (``logger=...``) to ``experiment`` for one job; finish it."""
+    """Attach the configured tracker (``logger=...``) to ``experiment`` for one unfinished cell
+    (``name`` ``_initial``: a seed's cycle 0); finish it afterwards."""
+    from active.experiment import load_state
+    from active.layout import seed_dir
     from active.tracking import NullTracker, make_tracker
 
-    tracker = make_tracker(cfg, name, seed, experiment.root)
+    root = experiment.root
+    last = load_state(seed_dir(root.parent, root.name, name, seed)).cycle
+    finished = last >= (0 if name == INITIAL else experiment.plan.cycles - 1)
+    # a finished cell gets no tracker run (a rerun of a done experiment logs nothing twice)
+    tracker = NullTracker() if finished else make_tracker(cfg, name, seed, root)
     experiment.tracker = tracker
     try:
         yield
