@@ -42,6 +42,11 @@ ASSUMED_SPLITS = {
 }
 
 
+# Per-target gradient norms (~0.5 s per pool image for the small model on one loaded core):
+# fewer pool images on the CPU; the figure is per image either way.
+SLOW_ON_CPU = ("egl_pp", "egl_ensemble")
+
+
 @dataclass
 class Sizes:
     """How much work one model's benchmark times on one device."""
@@ -239,6 +244,8 @@ def bench_acquirer(acq_name, name, data, device, sizes) -> SpeedRow:
     acquirer = build_acquirer(acq_name)
     model, tcfg = model_and_config(name, device)
     rows = data.indices("train")
+    if device.type == "cpu" and acq_name in SLOW_ON_CPU:
+        sizes = replace(sizes, pool=min(sizes.pool, 8))
     labelled, pool = rows[: sizes.labelled], rows[sizes.labelled : sizes.labelled + sizes.pool]
     aux = None
     if callable(getattr(acquirer, "auxiliary_head", None)):
@@ -278,10 +285,22 @@ def link_baselines(rows: list[SpeedRow]) -> None:
         r.ratio = round(r.images_per_s / b.images_per_s, 2) if b.images_per_s > 0 else None
 
 
+class _Rows(list):
+    """A list that logs every row appended (progress on a slow machine)."""
+
+    def __init__(self, log) -> None:
+        super().__init__()
+        self.log = log
+
+    def append(self, row: SpeedRow) -> None:
+        super().append(row)
+        self.log(f"    {row.what} ({row.device}, {row.path}): {row.images_per_s:,.1f} img/s")
+
+
 def run_model(name, devices, acquirers, cpu_threads, quick=False, log=print) -> list[SpeedRow]:
     """Every row of one model on every device (CPU first: the GPU rows' baselines)."""
     px = MODELS.get(name, (256, "paper"))[0]
-    rows: list[SpeedRow] = []
+    rows = _Rows(log)
     for device in devices:
         sizes = default_sizes(px, device.type, quick)
         data = synthetic_pool(px, sizes.pool + sizes.labelled + 8)
@@ -296,13 +315,13 @@ def run_model(name, devices, acquirers, cpu_threads, quick=False, log=print) -> 
                 rows.append(bench_inference(name, data, device, sizes))
                 for a in acquirers:
                     rows.append(bench_acquirer(a, name, data, device, sizes))
-        else:
+        else:  # the GPU rows
             rows.append(bench_data_path(data, device, sizes, "batch", name))
             rows.append(bench_train(name, data, device, sizes, "batch"))
             rows.append(bench_inference(name, data, device, sizes))
             for a in acquirers:
                 rows.append(bench_acquirer(a, name, data, device, sizes))
-    return rows
+    return list(rows)
 
 
 # -- the whole-experiment estimate ------------------------------------------------------------
@@ -476,7 +495,9 @@ def run_speed(args: argparse.Namespace) -> int:
         acq = acquirers
         if cfg is None and args.acquirers is None:
             acq = default_acquirers(name, args.quick)
-        rows += run_model(name, devices, acq, cpu_threads, args.quick)
+        rows += run_model(
+            name, devices, acq, cpu_threads, args.quick, log=lambda m: print(m, flush=True)
+        )
     link_baselines(rows)
     print(format_table(rows))
     load_after = os.getloadavg()[0]
