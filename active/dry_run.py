@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from active.layout import INITIAL, budget_schedule, seed_dir
 
-# Keys a bench JSON may give training speed under (images per second), most specific first.
+# Generic bench JSON: training speed under one of these keys (images per second), most specific
+# first. `alpose bench --json` itself writes rows {what, model, device, path, images_per_s}.
 RATE_KEYS = (
     "train_images_per_second",
     "train_images_per_s",
@@ -41,11 +42,23 @@ class CellPlan:
 
 @dataclass
 class Speed:
-    """Training images per second and, per acquirer, mean seconds of one acquisition."""
+    """Measured speeds: training (and, from a bench, inference) images/s; acquisition as scored
+    images/s per acquirer (bench) or seconds per cycle (this run's metrics.csv)."""
 
-    images_per_s: float
+    train: float
     source: str
-    acquire_s: dict[str, float]
+    infer: float | None = None
+    acquire_rate: dict[str, float] = field(default_factory=dict)
+    acquire_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Sizes:
+    """Persons in the pool, the report split and the best-epoch selection split."""
+
+    pool: int
+    report: int
+    select: int
 
 
 def plan_cells(root: Path, names: list[str], seeds: list[int], cycles: int) -> list[CellPlan]:
@@ -69,7 +82,7 @@ def _span(cycles: list[int]) -> str:
 
 
 def find_rate(node: Any, model: str | None) -> float | None:
-    """A training speed in a bench JSON: the first of RATE_KEYS, preferring a row of ``model``."""
+    """A training speed in a generic bench JSON: the first of RATE_KEYS, preferring ``model``'s."""
     found: list[tuple[bool, int, float]] = []
 
     def walk(item: Any) -> None:
@@ -92,15 +105,64 @@ def find_rate(node: Any, model: str | None) -> float | None:
     return found[0][2]
 
 
-def bench_speed(path: Path, model: str | None) -> Speed | None:
-    """Training speed from an ``alpose bench`` JSON file, or None when it has none."""
+def _rows_speed(rows: list[dict], model: str, device: str, path: str, source: str) -> Speed | None:
+    """Speeds of ``model`` on ``device`` from ``alpose bench`` rows (training path ``path`` first)."""
+    mine = [r for r in rows if r.get("model") == model and r.get("device") == device]
+    train = [r for r in mine if r.get("what") == "train"]
+    train.sort(key=lambda r: r.get("path") != path)
+    if not train or not train[0].get("images_per_s"):
+        return None
+    infer = [r["images_per_s"] for r in mine if r.get("what") == "inference"]
+    acquire = {
+        str(r["what"]).split(" ", 1)[1]: float(r["images_per_s"])
+        for r in mine
+        if str(r.get("what", "")).startswith("acquire ") and r.get("images_per_s")
+    }
+    where = f"{source}, {model} on {device}, {train[0].get('path', '-')} path"
+    return Speed(float(train[0]["images_per_s"]), where, infer[0] if infer else None, acquire)
+
+
+def run_device(cfg: DictConfig) -> str:
+    """``cpu`` or ``cuda``: where the run would train."""
+    device = str(cfg.get("device", "auto"))
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def bench_speed(path: Path, cfg: DictConfig) -> Speed | None:
+    """Speeds from an ``alpose bench --json`` file (its rows for this model and device), or a
+    training speed under a generic key; None when the file is absent or says nothing usable."""
     if not path.is_file():
         return None
     try:
-        rate = find_rate(json.loads(path.read_text()), model)
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return Speed(rate, f"alpose bench results {path}", {}) if rate else None
+    model = str(cfg.model.get("name")) if cfg.get("model") else None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if isinstance(rows, list) and any(isinstance(r, dict) and "what" in r for r in rows):
+        device = run_device(cfg)
+        train_path = "batch" if device == "cuda" else str(cfg.train.augment.get("path", "sample"))
+        return _rows_speed(rows, model, device, train_path, f"alpose bench results {path}")
+    rate = find_rate(data, model)
+    return Speed(rate, f"alpose bench results {path}") if rate else None
+
+
+def split_sizes(cfg: DictConfig) -> Sizes | None:
+    """Pool, report and selection sizes (``alpose bench``'s rule: config, cache or assumed)."""
+    from active.bench_speed import split_sizes as sizes_of
+    from hourglass.errors import AlposeError
+
+    try:
+        sizes, _ = sizes_of(cfg)
+    except AlposeError:
+        return None
+    p = cfg.protocol
+    select = 0 if p.selection == "holdout" else sizes.get(str(p.selection), 0)
+    return Sizes(sizes.get("train", 0), sizes.get(str(p.report_split), 0), select)
 
 
 def train_fraction(cfg: DictConfig) -> float:
@@ -135,28 +197,54 @@ def measured_speed(root: Path, fraction: float) -> Speed | None:
     if seconds <= 0:
         return None
     means = {k: sum(v) / len(v) for k, v in acquire.items() if v}
-    return Speed(images / seconds, f"this run's metrics.csv timing ({root})", means)
+    source = f"this run's metrics.csv timing ({root}; training time includes per-epoch selection)"
+    return Speed(images / seconds, source, acquire_s=means)
 
 
-def estimate_seconds(
+@dataclass
+class Estimate:
+    """Work left and its seconds; None where no speed was measured."""
+
+    train_images: float
+    train_s: float
+    infer_images: float
+    infer_s: float | None
+    acquire_s: float
+    acquire_missing: list[str]
+
+
+def estimate(
     cells: list[CellPlan],
     budgets: list[int],
     epochs: tuple[int, int],
     fraction: float,
     speed: Speed,
-) -> tuple[float, float, float]:
-    """(image-epochs to train, training seconds, acquisition seconds) of the cycles still to run."""
-    work = 0.0
-    acquire = 0.0
+    sizes: Sizes | None,
+    subsample: int | None = None,
+) -> Estimate:
+    """Training, evaluation and acquisition left in the cycles still to run."""
+    train = infer = acquire = 0.0
+    missing: set[str] = set()
     for cell in cells:
         for cycle in cell.todo:
-            if cycle == 0 and cell.acquirer != INITIAL:
-                continue  # the shared cycle 0 is counted once, under _initial
-            work += budgets[cycle] * fraction * (epochs[0] if cycle == 0 else epochs[1])
-        if cell.acquirer != INITIAL:
-            picks = [c for c in cell.todo if c + 1 < len(budgets)]  # cycles followed by a selection
-            acquire += len(picks) * speed.acquire_s.get(cell.acquirer, 0.0)
-    return work, work / speed.images_per_s, acquire
+            if cycle >= 1 or cell.acquirer == INITIAL:  # the shared cycle 0 trains under _initial
+                n_epochs = epochs[0] if cycle == 0 else epochs[1]
+                train += budgets[cycle] * fraction * n_epochs
+                if sizes is not None:
+                    select = budgets[cycle] * (1 - fraction) if sizes.select == 0 else sizes.select
+                    infer += select * n_epochs + sizes.report
+            if cell.acquirer == INITIAL or cycle + 1 >= len(budgets):
+                continue  # no selection after this cycle
+            name = cell.acquirer
+            if name in speed.acquire_rate and sizes is not None:
+                scored = sizes.pool - budgets[cycle]
+                acquire += min(scored, subsample or scored) / speed.acquire_rate[name]
+            elif name in speed.acquire_s:
+                acquire += speed.acquire_s[name]
+            else:
+                missing.add(name)
+    infer_s = infer / speed.infer if speed.infer and sizes is not None else None
+    return Estimate(train, train / speed.train, infer, infer_s, acquire, sorted(missing))
 
 
 def _duration(seconds: float) -> str:
@@ -190,23 +278,29 @@ def render(cfg: DictConfig, root: Path, names: list[str], seeds: list[int]) -> s
 
     lines += ["", "--- cost estimate ---"]
     fraction = train_fraction(cfg)
-    model = cfg.model.get("name") if cfg.get("model") else None
     bench = Path(str(cfg.get("bench") or Path(str(cfg.paths.runs)) / "bench.json"))
-    speed = bench_speed(bench, model) or measured_speed(root, fraction)
+    speed = bench_speed(bench, cfg) or measured_speed(root, fraction)
     if speed is None:
         lines.append("no estimate: run alpose bench (or finish a cycle of this run)")
         return "\n".join(lines) + "\n"
     epochs = (int(cfg.epochs_first), int(cfg.epochs_later))
-    work, train_s, acquire_s = estimate_seconds(cells, budgets, epochs, fraction, speed)
-    lines.append(
-        f"training: {work:,.0f} image-epochs at {speed.images_per_s:,.1f} images/s "
-        f"(from {speed.source}) = about {_duration(train_s)}"
+    sub = cfg.get("pool_subsample")
+    est = estimate(
+        cells, budgets, epochs, fraction, speed, split_sizes(cfg), int(sub) if sub else None
     )
-    if speed.acquire_s:
-        lines.append(f"acquisition (measured per acquirer): about {_duration(acquire_s)}")
-    else:
-        lines.append("acquisition: not estimated (no finished cycle measured it)")
-    total = train_s + acquire_s
+    lines.append(
+        f"training: {est.train_images:,.0f} image-epochs at {speed.train:,.1f} images/s "
+        f"(from {speed.source}) = about {_duration(est.train_s)}"
+    )
+    if est.infer_s is not None:
+        lines.append(
+            f"evaluation: {est.infer_images:,.0f} images at {speed.infer:,.1f} images/s "
+            f"= about {_duration(est.infer_s)}"
+        )
+    if est.acquire_missing:
+        lines.append(f"acquisition: not measured for {', '.join(est.acquire_missing)}")
+    lines.append(f"acquisition: about {_duration(est.acquire_s)} (measured acquirers)")
+    total = est.train_s + (est.infer_s or 0.0) + est.acquire_s
     if math.isfinite(total):
-        lines.append(f"total: about {_duration(total)} on one job (evaluation not counted)")
+        lines.append(f"total: about {_duration(total)} in one job (process start-up not counted)")
     return "\n".join(lines) + "\n"

@@ -152,6 +152,31 @@ def test_dry_run_of_one_cell_and_the_bench_estimate(cli, tmp_path, data_dir):
     assert not (tmp_path / "smoke" / "config.yaml").exists()
 
 
+def test_dry_run_reads_the_rows_of_alpose_bench(cli, tmp_path, data_dir):
+    def row(what, path, rate, model="hourglass_small", device="cpu"):
+        return {"what": what, "model": model, "device": device, "path": path, "images_per_s": rate}
+
+    rows = [
+        row("train", "batch", 500.0),
+        row("train", "sample", 48.0),
+        row("train", "sample", 9999.0, model="hourglass_paper"),
+        row("train", "sample", 9999.0, device="cuda"),
+        row("inference", "-", 216.0),
+        row("acquire coreset", "-", 68.0),
+    ]
+    (tmp_path / "bench.json").write_text(json.dumps({"bench": "speed", "rows": rows}))
+    out = _dry(cli, tmp_path, data_dir, "acquirer=coreset", "seed=3", "device=cpu")
+    # cycle 0 (24 x 0.8 x 1 epoch) + cycle 1 (36 x 0.8 x 1) = 48 image-epochs at 48/s
+    assert (
+        "48 image-epochs at 48.0 images/s" in out and "hourglass_small on cpu, sample path" in out
+    )
+    # per epoch the 20 % holdout (4.8, 7.2) plus the 48 test persons per cycle: 108 at 216/s
+    assert "evaluation: 108 images at 216.0 images/s = about 0 s" in out
+    # one selection after cycle 0: the 136 unlabelled persons scored at 68/s = 2 s; total 3.5 s
+    assert "acquisition: about 2 s (measured acquirers)" in out
+    assert "total: about 4 s" in out
+
+
 def test_failed_jobs_in_a_joblib_sweep_are_one_line_and_exit_2(tmp_path, data_dir):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     r = alpose(
