@@ -156,7 +156,7 @@ def cell_gallery(run: pdg.OpenRun, cell: pdg.CellDiagnostics, n: int = 6) -> fig
     def group(label: str, rows: np.ndarray) -> figures.GalleryGroup:
         pos = np.searchsorted(cell.rows, rows)
         caps = [
-            f"#{r} s={cell.priority[p]:.3g} e={cell.error[p]:.2f}"
+            f"#{r} s={cell.priority[p] + 0.0:.3g} e={cell.error[p]:.2f}"
             for r, p in zip(rows, pos, strict=True)
         ]
         return figures.GalleryGroup(label, rows, cell.coords[pos], caps)
