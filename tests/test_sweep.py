@@ -196,6 +196,7 @@ def test_failed_jobs_in_a_joblib_sweep_are_one_line_and_exit_2(tmp_path, data_di
         == "error: no seeds to run: set seeds=[0,1,...] or seed=<s>"
     )
     assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 2  # the failed job's overrides, then the error
 
 
 def test_fresh_is_refused_in_a_multirun(cli, tmp_path, data_dir):
