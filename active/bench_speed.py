@@ -138,10 +138,19 @@ def synthetic_pool(px: int, n: int, seed: int = 0):
     return build_synthetic_cache(identity, workers=1, progress=False)
 
 
+# Composed configs by model name; an experiment's own (model, train, dataset.size) replace the
+# shipped ones in ``alpose bench experiment=NAME``.
+EXPERIMENT_CONFIGS: dict[str, Any] = {}
+
+
 @functools.cache
-def _train_cfg(name: str):
+def _shipped_cfg(name: str):
     px, train = MODELS.get(name, (256, "paper"))
     return compose("train", [f"model={name}", f"train={train}", f"dataset.size={px}"])
+
+
+def _train_cfg(name: str):
+    return EXPERIMENT_CONFIGS.get(name) or _shipped_cfg(name)
 
 
 def model_and_config(name: str, device: torch.device):
@@ -166,7 +175,8 @@ def bench_train(name, data, device, sizes, path) -> SpeedRow:
 
     model, cfg = model_and_config(name, device)
     cfg = replace(cfg, batch_size=sizes.train_batch, augment=replace(cfg.augment, path=path))
-    ips = time_training(model, data, data.indices("train"), cfg, sizes.train_steps)
+    warmup = 0 if device.type == "cpu" and data.image_size > 64 else 1  # seconds per step anyway
+    ips = time_training(model, data, data.indices("train"), cfg, sizes.train_steps, warmup)
     images = sizes.train_steps * sizes.train_batch
     return _row("train", name, data.image_size, device, path, images, images / ips)
 
@@ -245,7 +255,7 @@ def bench_acquirer(acq_name, name, data, device, sizes) -> SpeedRow:
     model, tcfg = model_and_config(name, device)
     rows = data.indices("train")
     if device.type == "cpu" and acq_name in SLOW_ON_CPU:
-        sizes = replace(sizes, pool=min(sizes.pool, 8))
+        sizes = replace(sizes, pool=min(sizes.pool, 8 if data.image_size <= 64 else 2))
     labelled, pool = rows[: sizes.labelled], rows[sizes.labelled : sizes.labelled + sizes.pool]
     aux = None
     if callable(getattr(acquirer, "auxiliary_head", None)):
@@ -299,7 +309,7 @@ class _Rows(list):
 
 def run_model(name, devices, acquirers, cpu_threads, quick=False, log=print) -> list[SpeedRow]:
     """Every row of one model on every device (CPU first: the GPU rows' baselines)."""
-    px = MODELS.get(name, (256, "paper"))[0]
+    px = int(_train_cfg(name).dataset.size)
     rows = _Rows(log)
     for device in devices:
         sizes = default_sizes(px, device.type, quick)
@@ -480,6 +490,13 @@ def run_speed(args: argparse.Namespace) -> int:
     if overrides:
         cfg = compose("run", overrides)
         models = [str(cfg.model.name)]
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            if cfg.get("seed") is not None:  # `alpose run seed=S` runs that seed alone
+                cfg.seeds = [int(cfg.seed)]
+            cfg.seed = int(cfg.get("seed") or 0)
+        EXPERIMENT_CONFIGS[models[0]] = cfg
         acquirers = list(cfg.acquirers)
     else:
         models = args.models.split(",")
