@@ -1,7 +1,8 @@
 """``alpose bench <what>``: speed measurements. ``egl``: EGL++ per-target gradient norms.
 
 ``alpose bench egl`` times :func:`active.acquirers.egl.per_target_sq_grad_norms` (one forward per
-image, the K targets through the network transpose as one batch) against the reference loop (one
+image, then the K targets through the network transpose as one batch, or, for large activations on
+the CPU, autograd's backward once per target; column ``method``) against the reference loop (one
 forward and backward per target) on the small and the paper hourglass, with random weights, random
 images and K = 30 targets that are the model's own predicted heatmaps of other random images (as
 EGL++'s neighbour targets). It prints seconds per image, the speed-up and the largest relative
@@ -38,6 +39,7 @@ class EGLBenchRow:
     model: str
     input_px: int
     parameters: int
+    method: str
     targets: int
     device: str
     threads: int
@@ -105,6 +107,7 @@ def bench_egl_model(
         model=name,
         input_px=size,
         parameters=count_parameters(model),
+        method=fast_method(model, x),
         targets=targets,
         device=str(device),
         threads=torch.get_num_threads(),
@@ -119,6 +122,13 @@ def bench_egl_model(
     )
 
 
+def fast_method(model: torch.nn.Module, images: torch.Tensor) -> str:
+    """The path ``per_target_sq_grad_norms`` takes for this model and input (``auto``)."""
+    from active.acquirers.egl_grads import prefers_autograd
+
+    return "autograd" if prefers_autograd(model, images) else "transpose"
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -130,6 +140,7 @@ def format_rows(rows: list[EGLBenchRow]) -> str:
         "model",
         "px",
         "params",
+        "method",
         "K",
         "device",
         "fast s/img",
@@ -145,6 +156,7 @@ def format_rows(rows: list[EGLBenchRow]) -> str:
                 r.model,
                 str(r.input_px),
                 f"{r.parameters:,}",
+                r.method,
                 str(r.targets),
                 f"{r.device}x{r.threads}" if r.device == "cpu" else r.device,
                 f"{r.fast_s_per_image:.3f}",

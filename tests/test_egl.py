@@ -125,6 +125,40 @@ def test_exact_in_double_with_batchnorm_and_the_torch_func_fallback_agrees():
     assert torch.allclose(via_vmap, ref, rtol=1e-11, atol=0)
 
 
+def test_every_method_and_chunking_gives_the_same_numbers_in_double(monkeypatch):
+    """transpose (whole and K in chunks), autograd (shared forward) and vmap equal the loop."""
+    import active.acquirers.egl_grads as eg
+
+    torch.manual_seed(4)
+    model = shuffled_bn(StackedHourglass(2, 8, 2, 5, input_skip=True)).double().eval()
+    x = torch.rand(3, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        t = model(torch.rand(4, 3, 32, 32, dtype=torch.float64)).heatmaps
+    targets = torch.stack([t, t.flip(0), t.roll(1, 0)])  # (B=3, K=4, ...)
+    ref = loop_norms(model, x, targets)
+
+    def cot(raw):
+        return 2 * (raw.unsqueeze(1) - targets) / raw[0].numel()
+
+    for method, pairs in [
+        ("transpose", None),
+        ("transpose", 3),
+        ("autograd", None),
+        ("vmap", None),
+    ]:
+        got = sq_grad_norms_of_cotangents(model, x, cot, method=method, max_pairs=pairs)
+        assert torch.allclose(got, ref, rtol=1e-11, atol=0), (method, pairs)
+    # auto: the transpose for small activations, autograd above the threshold (CPU)
+    calls = []
+    monkeypatch.setattr(eg, "_autograd_norms", lambda *a: calls.append(1) or ref)
+    sq_grad_norms_of_cotangents(model, x, cot)
+    assert calls == []
+    largest = eg._LARGEST[model][tuple(x.shape[1:])]  # the model's largest map per image
+    assert largest == 4 * 16 * 16  # the stem's 4-channel 16x16 output
+    monkeypatch.setattr(eg, "AUTOGRAD_ABOVE", largest - 1)
+    assert sq_grad_norms_of_cotangents(model, x, cot) is ref and calls == [1]
+
+
 def test_last_layer_scope_is_the_last_convolutions_gradient():
     torch.manual_seed(2)
     model = shuffled_bn(StackedHourglass(1, 16, 2, 4)).eval()

@@ -277,7 +277,7 @@ class EGLPlusPlusAcquirer:
                 t = torch.from_numpy(np.asarray(store.array[rows.ravel()])).to(ctx.device)
                 t = t.view(*rows.shape, *shape)
                 norms = per_target_sq_grad_norms(
-                    ctx.model, x, t, ctx.loss, include_bn, self.scope
+                    ctx.model, x, t, ctx.loss, include_bn, self.scope, max_pairs=pairs
                 ).double()
                 out[start:stop] = (weights[start:stop].to(norms) * norms).sum(1).cpu().numpy()
         finally:

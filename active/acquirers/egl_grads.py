@@ -181,19 +181,52 @@ class _Tape:
 
 
 def _conv_norms(mod: nn.Conv2d, x: Tensor, g: Tensor) -> Tensor:
-    """(B, K) squared norms of the weight (and bias) gradients; x (B, C, H, W), g (B, K, Co, Ho, Wo)."""
+    """(B, K) squared norms of the weight (and bias) gradients; x (B, C, H, W), g (B, K, Co, Ho, Wo).
+
+    Per image, the K targets' weight gradients are one weight gradient of a convolution with K·Co
+    output channels (the image's input, the K cotangents stacked as channels), so the library's
+    convolution-backward kernel computes all K at once without unfolding the input.
+    """
     b, k, co = g.shape[:3]
-    if _is_pointwise(mod):
-        cols = x.flatten(2)
-    else:
-        if isinstance(mod.padding, str):
-            raise UnsupportedGraph("string padding on a strided/large-kernel conv")
-        cols = F.unfold(x, mod.kernel_size, mod.dilation, mod.padding, mod.stride)
-    weight_grads = torch.bmm(g.reshape(b, k * co, -1), cols.transpose(1, 2))
-    norms = weight_grads.view(b, k, -1).pow(2).sum(-1)
+    w = mod.weight
+    stacked_shape = (k * co, *w.shape[1:])
+    rows = []
+    for i in range(b):  # B is a handful of images; each call covers its K targets
+        (_, weight_grads, _) = torch.ops.aten.convolution_backward(
+            g[i].reshape(1, k * co, *g.shape[3:]),
+            x[i : i + 1],
+            w.new_empty(1).expand(stacked_shape),
+            None,
+            _pair(mod.stride),
+            _conv_padding(mod),
+            _pair(mod.dilation),
+            False,
+            [0, 0],
+            1,
+            [False, True, False],
+        )
+        rows.append(weight_grads.reshape(k, -1).pow(2).sum(-1))
+    norms = torch.stack(rows)
     if mod.bias is not None:
         norms = norms + g.sum(dim=(3, 4)).pow(2).sum(-1)
     return norms
+
+
+def _pair(value: int | tuple[int, ...]) -> list[int]:
+    return list(value) if isinstance(value, tuple) else [int(value)] * 2
+
+
+def _conv_padding(mod: nn.Conv2d) -> list[int]:
+    if isinstance(mod.padding, str):
+        if mod.padding == "valid":
+            return [0, 0]
+        if mod.stride not in (1, (1, 1)):
+            raise UnsupportedGraph("string padding on a strided conv")
+        ks, dil = _pair(mod.kernel_size), _pair(mod.dilation)
+        if any((d * (kk - 1)) % 2 for kk, d in zip(ks, dil, strict=True)):
+            raise UnsupportedGraph("'same' padding with an even kernel")
+        return [d * (kk - 1) // 2 for kk, d in zip(ks, dil, strict=True)]
+    return _pair(mod.padding)
 
 
 def _is_pointwise(mod: nn.Conv2d) -> bool:
@@ -207,7 +240,7 @@ def _conv_input_grad(mod: nn.Conv2d, x: Tensor, g: Tensor) -> Tensor:
         return torch.matmul(w, g.flatten(-2)).view(b, k, *x.shape[1:])
     shape = (b * k, *x.shape[1:])
     gin = torch.nn.grad.conv2d_input(
-        shape, mod.weight, g.flatten(0, 1), mod.stride, mod.padding, mod.dilation, mod.groups
+        shape, mod.weight, g.flatten(0, 1), mod.stride, _conv_padding(mod), mod.dilation, mod.groups
     )
     return gin.view(b, k, *x.shape[1:])
 
@@ -308,34 +341,105 @@ def _upsample_adjoint(mod: nn.Upsample, g: Tensor) -> Tensor:
 
 
 # -- public entry points ----------------------------------------------------------------------
+Method = Literal["auto", "transpose", "autograd", "vmap"]
+# On the CPU, above this many activation elements per image (a 256-channel map at 64x64 has 2^20)
+# the kernels already run at full efficiency for one cotangent, so batching them gains nothing and
+# costs cache traffic: there autograd's own backward, once per target after one shared forward, is
+# faster than the transpose (measured on the paper model: README, "EGL++ speed").
+AUTOGRAD_ABOVE = 2**18
+
+
 def sq_grad_norms_of_cotangents(
     model: nn.Module,
     images: Tensor,
     cotangents: Callable[[Tensor], Tensor],
     include_bn: bool = False,
     scope: Scope = "all",
-    method: Literal["auto", "transpose", "vmap"] = "auto",
+    method: Method = "auto",
+    max_pairs: int | None = None,
 ) -> Tensor:
     """(B, K) ‖J_θ^T v_bk‖² for v = ``cotangents(raw)`` (B, K, *raw.shape[1:]), one forward per image.
 
-    ``raw`` is the model's (eval mode, float32) stacked heatmap output for ``images``; ``method``
-    auto uses the fx transpose and falls back to torch.func when the graph has an unknown op.
+    ``raw`` is the model's (eval mode, float32) stacked heatmap output for ``images``. ``method``:
+    ``transpose`` sends the K cotangents back through the traced network as one batch;
+    ``autograd`` runs autograd's backward once per target after one shared forward per image;
+    ``auto`` picks autograd for large activations on the CPU (:data:`AUTOGRAD_ABOVE`), else the
+    transpose, and falls back to torch.func (``vmap``) when the graph has an op without a rule.
+    All give the same numbers. ``max_pairs`` bounds the (image, target) pairs the transpose sends
+    back at once: the K axis is split into chunks that reuse the one forward.
     """
     was_training = model.training
     model.eval()
+    images = _floating(images)
     try:
+        if method == "auto" and scope == "all" and prefers_autograd(model, images):
+            method = "autograd"
+        if method == "autograd":
+            return _autograd_norms(model, images, cotangents, include_bn)
         with torch.no_grad():
             if method in ("auto", "transpose"):
                 try:
-                    tape = _Tape(_trace(model), _floating(images))
+                    tape = _Tape(_trace(model), images)
                     v = cotangents(tape.output).to(tape.output.dtype)
-                    return _transpose(tape, v, include_bn, scope).to(tape.output.dtype)
+                    step = max(1, (max_pairs or v.shape[0] * v.shape[1]) // v.shape[0])
+                    parts = [
+                        _transpose(tape, v[:, i : i + step], include_bn, scope)
+                        for i in range(0, v.shape[1], step)
+                    ]
+                    return torch.cat(parts, 1).to(tape.output.dtype)
                 except UnsupportedGraph:
                     if method == "transpose" or scope != "all":
                         raise
-            return _vmap_norms(model, _floating(images), cotangents, include_bn)
+            return _vmap_norms(model, images, cotangents, include_bn)
     finally:
         model.train(was_training)
+
+
+_LARGEST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def prefers_autograd(model: nn.Module, images: Tensor) -> bool:
+    """True on the CPU when the model's largest activation per image exceeds AUTOGRAD_ABOVE."""
+    if images.device.type != "cpu":
+        return False
+    sizes = _LARGEST.setdefault(model, {})
+    key = tuple(images.shape[1:])
+    if key not in sizes:
+        largest = [0]
+
+        def hook(_mod: nn.Module, _inp: object, out: object) -> None:
+            if isinstance(out, Tensor):
+                largest[0] = max(largest[0], out[0].numel())
+
+        handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+        try:
+            with torch.no_grad():
+                model(images[:1])
+        finally:
+            for h in handles:
+                h.remove()
+        sizes[key] = largest[0]
+    return sizes[key] > AUTOGRAD_ABOVE
+
+
+def _autograd_norms(
+    model: nn.Module, images: Tensor, cotangents: Callable[[Tensor], Tensor], include_bn: bool
+) -> Tensor:
+    """Per image one forward with autograd's graph, then one backward per target (retained graph)."""
+    params = grad_parameters(model, include_bn)
+    with torch.enable_grad():
+        raws = [heatmap_output(model(images[b : b + 1])) for b in range(images.shape[0])]
+        v = cotangents(torch.cat([r.detach() for r in raws]))
+        out = torch.zeros(v.shape[:2], dtype=torch.float64, device=images.device)
+        for b, raw in enumerate(raws):
+            for k in range(v.shape[1]):
+                last = k == v.shape[1] - 1
+                grads = torch.autograd.grad(
+                    raw, params, v[b : b + 1, k].to(raw.dtype), retain_graph=not last
+                )
+                out[b, k] = torch.stack([g.double().pow(2).sum() for g in grads]).sum()
+            raws[b] = None  # free this image's graph
+    return out.to(images.dtype)
 
 
 def _floating(images: Tensor) -> Tensor:
@@ -374,6 +478,7 @@ def per_target_sq_grad_norms(
     loss: LossKind = "mse",
     include_bn: bool = False,
     scope: Scope = "all",
+    max_pairs: int | None = None,
 ) -> Tensor:
     """(B, K) ‖∇θ loss(f_θ(x_b), targets[b, k])‖² over Conv2d/Linear parameters (+ BN with ``include_bn``).
 
@@ -392,6 +497,7 @@ def per_target_sq_grad_norms(
         lambda raw: loss_cotangents(raw, targets.to(raw.device), loss),
         include_bn,
         scope,
+        max_pairs=max_pairs,
     )
 
 
