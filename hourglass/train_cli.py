@@ -23,7 +23,8 @@ def train_config(cfg: DictConfig):
 
     fields = OmegaConf.to_container(cfg.train, resolve=True)
     augment = AugmentConfig(**fields.pop("augment", {}))
-    return TrainConfig(**fields, augment=augment, seed=int(cfg.seed), device=str(cfg.device))
+    seed = cfg.get("seed")  # null in a run config that covers every seed (the cells set theirs)
+    return TrainConfig(**fields, augment=augment, seed=int(seed or 0), device=str(cfg.device))
 
 
 def build_model(model_cfg: DictConfig, joints: int, image_size: int):
