@@ -166,7 +166,9 @@ def model_and_config(name: str, device: torch.device):
 def _row(what, model, px, device, path, images, seconds) -> SpeedRow:
     n = torch.get_num_threads() if device.type == "cpu" else 0
     ips = images / max(seconds, 1e-12)
-    return SpeedRow(what, model, px, device.type, n, path, images, round(seconds, 6), round(ips, 2))
+    return SpeedRow(
+        what, model, px, device.type, n, path, images, round(seconds, 6), float(f"{ips:.4g}")
+    )
 
 
 def bench_train(name, data, device, sizes, path) -> SpeedRow:
@@ -447,7 +449,7 @@ def format_table(rows: list[SpeedRow]) -> str:
                 dev,
                 r.path,
                 str(r.images),
-                f"{r.images_per_s:,.1f}",
+                f"{r.images_per_s:,.1f}" if r.images_per_s >= 10 else f"{r.images_per_s:.3g}",
                 r.baseline or "-",
                 f"{r.ratio:.2f}x" if r.ratio is not None else "-",
             ]
