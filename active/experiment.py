@@ -5,7 +5,9 @@ Pairing by construction: for seed ``s`` the initial labelled set and the initial
 ``_initial/seed_<s>/``, and shared by every acquirer. Each later cycle: select with the previous
 cycle's model, train (warm or cold start by protocol), evaluate both PCKh conventions per joint,
 save. Every write is atomic and ``state.json`` is written last, so a run killed at any moment
-resumes from its last finished cycle and, on CPU, ends with the same numbers.
+resumes from its last finished cycle and, on CPU, ends with the same numbers. ``state.json`` also
+records the sha256 of every checkpoint the cell wrote; on resume a checkpoint that is missing or
+differs sends the cell back to redo that cycle (and the ones after it).
 
 Auxiliary heads (acquirers with ``auxiliary_head``, see ``acquirers/base.py``): in cycles >= 1 the
 head trains beside the pose net in the same ``fit`` (stop-gradient), is saved in the cycle's
@@ -20,6 +22,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +42,7 @@ from hourglass.datasets.cache import PoseCache
 from hourglass.device import resolve_device
 from hourglass.errors import AlposeError
 from hourglass.evaluate import headline, predict_coords, score
-from hourglass.io import atomic_path, save_torch, write_json
+from hourglass.io import atomic_path, kill_point, save_torch, sha256_file
 from hourglass.train import AuxiliaryHead, FitResult, TrainConfig, fit
 
 # Seed-stream tags, so that the streams of one seed never collide.
@@ -83,17 +87,33 @@ class CellState:
     cycle: int = -1  # last finished cycle
     labelled: list[int] = field(default_factory=list)  # labelled set for the NEXT cycle
     acquisition_seconds: float = 0.0  # time of the selection that built ``labelled``
+    checkpoints: dict[str, str] = field(default_factory=dict)  # "checkpoints/cycle_c.pt" -> sha256
 
 
 def plan_from_config(cfg: DictConfig, pool_size: int) -> Plan:
     """Budgets (explicit list, or initial + k per cycle) checked against the pool before training."""
+    if cfg.budgets is None:
+        for key, low, what in (
+            ("initial", 1, "persons labelled at cycle 0"),
+            ("per_cycle", 1, "images added per acquisition cycle"),
+            ("cycles", 0, "acquisition cycles"),
+        ):
+            value = cfg.get(key)
+            if isinstance(value, int) and value < low:
+                raise AlposeError(
+                    f"{key}={value}: the number of {what} must be at least {low}; "
+                    f"set {key}= to a positive integer (or give budgets=[...])"
+                )
     budgets = budget_schedule(cfg.budgets, cfg.initial, cfg.per_cycle, cfg.cycles)
     if budgets is None:
         raise AlposeError("set either budgets=[...] or initial, per_cycle and cycles (integers)")
     if any(b <= 0 for b in budgets) or any(
         b2 <= b1 for b1, b2 in zip(budgets, budgets[1:], strict=False)
     ):
-        raise AlposeError(f"budgets must be positive and increasing, got {budgets}")
+        raise AlposeError(
+            "budgets must be positive and strictly increasing (every cycle adds images), "
+            f"got {budgets}; fix budgets=[...]"
+        )
     if budgets[-1] > pool_size:
         raise AlposeError(
             f"the last budget ({budgets[-1]} persons) is larger than the unlabelled pool "
@@ -244,23 +264,53 @@ class Experiment:
             init_state=init,
             aux_heads=[head] if head is not None else [],
             progress=self.progress,
-            on_epoch=lambda log: self.tracker.epoch(seed, cycle, log),
+            on_epoch=lambda log: self._epoch_done(seed, cycle, log),
             checkpoint=epoch_file if self.train_cfg.epoch_checkpoint else None,
         )
         return model, result, head
 
+    def _epoch_done(self, seed: int, cycle: int, log: Any) -> None:
+        self.tracker.epoch(seed, cycle, log)
+        kill_point("train")  # test-only fault injection (hourglass/io.py)
+
+    def resume_state(self, folder: Path, seed: int) -> CellState:
+        """The cell's state, sent back before its first checkpoint that is missing or no longer
+        matches the sha256 recorded in ``state.json`` (that cycle and the later ones are redone)."""
+        state = load_state(folder)
+        bad = first_bad_checkpoint(folder, state)
+        if bad is None:
+            return state
+        cycle = checkpoint_cycle(bad)
+        print(
+            f"warning: {folder / bad} is missing or corrupt (its sha256 differs from state.json); "
+            f"retraining from cycle {cycle}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if cycle == 0:
+            return CellState()
+        picks = [_read_picks(folder, c) for c in range(1, cycle + 1)]
+        initial = initial_labelled(self.initial_pool, self.plan.budgets[0], seed)
+        labelled = np.unique(np.concatenate([initial, *picks]))
+        row = [r for r in read_rows(folder / "metrics.csv") if int(r["cycle"]) == cycle]
+        seconds = float(row[0]["acquisition_seconds"]) if row else 0.0
+        kept = {k: v for k, v in state.checkpoints.items() if checkpoint_cycle(k) < cycle}
+        return CellState(cycle - 1, labelled.tolist(), seconds, kept)
+
     def initial_head(
         self, acquirer: Any, model: torch.nn.Module, seed: int, labelled: np.ndarray, folder: Path
-    ) -> AuxiliaryHead:
-        """Train ``acquirer``'s head on the frozen shared cycle-0 model; save it in ``folder``."""
+    ) -> tuple[AuxiliaryHead, str]:
+        """Train ``acquirer``'s head on the frozen shared cycle-0 model; save it in ``folder``.
+
+        Returns the head and the sha256 of its checkpoint."""
         head = self._fresh_head(acquirer, model, seed)
         train_idx, _ = self._selection_indices(labelled, seed)
         epochs = getattr(acquirer, "head_epochs", None) or self.plan.epochs_later
         tcfg = dataclasses.replace(self.train_cfg, seed=train_seed(seed, 0))
         state = fit_head_frozen(model, head, self.data, train_idx, tcfg, int(epochs))
         head.module.load_state_dict(state)
-        save_torch(folder / "checkpoints" / "cycle_0.pt", {"aux": {head.name: state}})
-        return head
+        digest = save_torch(folder / "checkpoints" / "cycle_0.pt", {"aux": {head.name: state}})
+        return head, digest
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
         """Both conventions, per joint, on the report split."""
@@ -303,25 +353,34 @@ class Experiment:
     def run_initial(self, seed: int) -> None:
         """Cycle 0 of ``seed`` (shared by every acquirer); skipped when already done."""
         folder = seed_dir(self.root.parent, self.root.name, INITIAL, seed)
-        if load_state(folder).cycle >= 0:
+        if self.initial_done(seed):
             return
+        remove_stale_temporaries(folder)
         labelled = initial_labelled(self.initial_pool, self.plan.budgets[0], seed)
         model, result, _ = self.train_cycle(
             seed, 0, labelled, None, epoch_file=epoch_path(folder, 0)
         )
         row = self._row(0, len(labelled), result, self.evaluate(model), 0.0)
-        save_torch(folder / "checkpoints" / "cycle_0.pt", {"model": result.best_state})
+        digest = save_torch(folder / "checkpoints" / "cycle_0.pt", {"model": result.best_state})
         epoch_path(folder, 0).unlink(missing_ok=True)
         write_rows(folder / "metrics.csv", [row], self.data.joint_names)
-        save_state(folder, CellState(0, labelled.tolist(), 0.0))
+        save_state(folder, CellState(0, labelled.tolist(), 0.0, {"checkpoints/cycle_0.pt": digest}))
+
+    def initial_done(self, seed: int) -> bool:
+        """Whether ``seed``'s shared cycle 0 is finished and its checkpoint is intact."""
+        folder = seed_dir(self.root.parent, self.root.name, INITIAL, seed)
+        state = load_state(folder)
+        return state.cycle >= 0 and first_bad_checkpoint(folder, state) is None
 
     def run_cell(self, name: str, seed: int) -> None:
         """All cycles of (acquirer ``name``, ``seed``), from its last finished cycle on."""
         folder = seed_dir(self.root.parent, self.root.name, name, seed)
         initial = seed_dir(self.root.parent, self.root.name, INITIAL, seed)
-        state = load_state(folder)
+        state = self.resume_state(folder, seed)
+        remove_stale_temporaries(folder)
         rows = [r for r in read_rows(folder / "metrics.csv") if int(r["cycle"]) <= state.cycle]
         acquirer = self.acquirers[name]
+        checkpoints = dict(state.checkpoints)
         for cycle in range(state.cycle + 1, self.plan.cycles):
             head, head_seconds = None, 0.0
             if cycle == 0:
@@ -335,7 +394,9 @@ class Experiment:
                 )
                 if has_aux_head(acquirer) and self.plan.cycles > 1:
                     t0 = time.perf_counter()
-                    head = self.initial_head(acquirer, model, seed, labelled, folder)
+                    head, checkpoints["checkpoints/cycle_0.pt"] = self.initial_head(
+                        acquirer, model, seed, labelled, folder
+                    )
                     head_seconds = time.perf_counter() - t0
             else:
                 labelled = np.asarray(state.labelled, np.int64)
@@ -343,6 +404,8 @@ class Experiment:
                 previous_aux = None
                 if cycle == 1:
                     previous, previous_aux = initial / "checkpoints" / "cycle_0.pt", previous
+                    if self.protocol.warm_start:
+                        self.run_initial(seed)  # retrains it if its checkpoint went bad
                 model, result, head = self.train_cycle(
                     seed,
                     cycle,
@@ -364,7 +427,8 @@ class Experiment:
                 checkpoint = {"model": result.best_state}
                 if head is not None:
                     checkpoint["aux"] = result.aux_states
-                save_torch(folder / "checkpoints" / f"cycle_{cycle}.pt", checkpoint)
+                stored = f"checkpoints/cycle_{cycle}.pt"
+                checkpoints[stored] = save_torch(folder / stored, checkpoint)
                 epoch_path(folder, cycle).unlink(missing_ok=True)
             next_labelled, seconds = labelled, 0.0
             if cycle + 1 < self.plan.cycles:
@@ -375,7 +439,7 @@ class Experiment:
                 )
                 seconds += head_seconds
             write_rows(folder / "metrics.csv", rows, self.data.joint_names)
-            state = CellState(cycle, np.asarray(next_labelled).tolist(), seconds)
+            state = CellState(cycle, np.asarray(next_labelled).tolist(), seconds, dict(checkpoints))
             save_state(folder, state)
             self.tracker.cycle_done(folder, cycle)
 
@@ -417,6 +481,7 @@ class Experiment:
             protocol=self.protocol.name,
         )
         picks = np.asarray(acquirer.select(ctx, k), dtype=np.int64)
+        kill_point("acquire")  # test-only fault injection (hourglass/io.py)
         check_picks(picks, unlabelled, k, type(acquirer).__name__)
         scores = np.asarray(getattr(acquirer, "last_scores", np.zeros(k)), dtype=np.float64)
         seconds = time.perf_counter() - t0
@@ -440,11 +505,58 @@ def load_state(folder: Path) -> CellState:
     path = folder / "state.json"
     if not path.is_file():
         return CellState()
-    return CellState(**json.loads(path.read_text()))
+    try:
+        raw = json.loads(path.read_text())
+        known = {f.name for f in dataclasses.fields(CellState)}
+        return CellState(**{k: v for k, v in raw.items() if k in known})
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise AlposeError(
+            f"cannot read {path} ({type(err).__name__}: {err}); move the folder {folder} "
+            "aside and rerun to redo that cell"
+        ) from None
 
 
 def save_state(folder: Path, state: CellState) -> None:
-    write_json(folder / "state.json", vars(state))
+    """Write ``state.json`` atomically: a reader sees the old state or the new one, never a mix."""
+    with atomic_path(folder / "state.json") as tmp:
+        tmp.write_text(json.dumps(vars(state), indent=2) + "\n")
+        kill_point("state")  # test-only fault injection (hourglass/io.py): the new state is unseen
+
+
+def checkpoint_cycle(name: str) -> int:
+    """The cycle of a checkpoint name such as ``checkpoints/cycle_3.pt``."""
+    match = re.search(r"cycle_(\d+)\.pt$", name)
+    if match is None:
+        raise AlposeError(f"unexpected checkpoint name {name!r} in state.json")
+    return int(match.group(1))
+
+
+def first_bad_checkpoint(folder: Path, state: CellState) -> str | None:
+    """The earliest recorded checkpoint that is missing or whose sha256 differs, else None."""
+    for name in sorted(state.checkpoints, key=checkpoint_cycle):
+        path = folder / name
+        if not path.is_file() or sha256_file(path) != state.checkpoints[name]:
+            return name
+    return None
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporary files a killed atomic write left in a cell folder (``.name.*.tmp``)."""
+    for sub in (folder, folder / "checkpoints", folder / "selections"):
+        if sub.is_dir():
+            for tmp in sub.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _read_picks(folder: Path, cycle: int) -> np.ndarray:
+    path = folder / "selections" / f"cycle_{cycle}.npy"
+    try:
+        return np.asarray(np.load(path)["index"], np.int64)
+    except (OSError, ValueError, KeyError) as err:
+        raise AlposeError(
+            f"cannot rebuild the labelled set from {path} ({err}); move the folder {folder} "
+            "aside and rerun to redo that cell"
+        ) from None
 
 
 def write_rows(path: Path, rows: list[dict], joint_names: tuple[str, ...]) -> None:

@@ -1,10 +1,10 @@
 """The one exception type that the command line turns into a single clear line, and that line.
 
 Every failure of an ``alpose`` command ends as exactly one ``error: ...`` line on stderr:
-:class:`AlposeError` (bad input the user can fix; exit 2) as its message, anything else
-(a bug or an unforeseen OS error; exit 1) as its type and message plus a pointer to
-``--verbose``. With ``alpose --verbose ...`` (or ``ALPOSE_VERBOSE=1``) the Python traceback is
-printed before the line.
+:class:`AlposeError` (bad input the user can fix; exit 2) as its message, an ``OSError`` on a
+named path (exit 2) as that path and what to check, anything else (a bug; exit 1) as its type
+and message plus a pointer to ``--verbose``. With ``alpose --verbose ...`` (or
+``ALPOSE_VERBOSE=1``) the Python traceback is printed before the line.
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def one_line(err: BaseException) -> str:
         text = str(err).removeprefix("error: ")
     elif _is_hydra_usage_error(err):
         text = f"{err} (see `alpose <command> --help`)"
+    elif isinstance(err, OSError) and err.filename is not None:  # a path the user gave or owns
+        text = (
+            f"cannot use {err.filename} ({err.strerror or type(err).__name__}); check that the "
+            "path exists and is writable (paths.data, paths.runs) and that the disk is not full"
+        )
     else:
         hint = "" if verbose() else "; rerun with `alpose --verbose ...` for the traceback"
         text = f"unexpected {type(err).__name__}: {err}{hint}"
@@ -41,7 +46,9 @@ def one_line(err: BaseException) -> str:
 
 
 def exit_status(err: BaseException) -> int:
-    """2 for errors the user can fix (ours and Hydra's override errors), 1 for anything else."""
+    """2 for errors the user can fix (ours, Hydra's override errors, a bad path), else 1."""
+    if isinstance(err, OSError) and err.filename is not None:
+        return 2
     return 2 if isinstance(err, AlposeError) or _is_hydra_usage_error(err) else 1
 
 

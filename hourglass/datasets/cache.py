@@ -79,7 +79,14 @@ class LazyImages:
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
         unique, inverse = np.unique(idx.astype(np.int64), return_inverse=True)
-        return self._ds[unique][inverse.reshape(idx.shape)]
+        try:
+            rows = self._ds[unique]
+        except OSError as err:  # a damaged chunk (filter failure) or a truncated file
+            raise AlposeError(
+                f"cannot read images from the dataset cache {self.path} ({err}); delete it and "
+                "re-create it with `alpose prepare ...` (alpose run re-renders a synthetic one)"
+            ) from None
+        return rows[inverse.reshape(idx.shape)]
 
     def __getstate__(self) -> dict:
         return {"path": self.path}
