@@ -53,6 +53,18 @@ FREE_KEYS = {
     "dry_run",
     "bench",
 }
+# Keys added after results were first stored, at the value that reproduces the old behaviour: a
+# stored config without the key counts as having this value (older result folders stay usable).
+ADDED_DEFAULTS = {
+    "train.amp_cpu": False,
+    "train.augment.path": "sample",
+    "train.channels_last": True,
+    "train.compile": "off",
+    "train.compile_backend": "inductor",
+    "train.epoch_checkpoint": False,
+}
+# Settings that change speed or crash-safety but not the numbers on the CPU.
+FREE_TRAIN_KEYS = {"train.epoch_checkpoint"}
 _MAIN = "ALPOSE_RUN_MAIN"  # host:pid of the `alpose run` process, to tell launcher workers apart
 
 
@@ -95,8 +107,15 @@ def _flatten(node: object, prefix: str = "") -> dict[str, object]:
 
 def config_differences(stored: dict, new: dict) -> list[str]:
     """Dotted keys whose values differ (ignoring keys that may change, e.g. seeds or device)."""
-    a = {k: v for k, v in _flatten(stored).items() if k.split(".")[0] not in FREE_KEYS}
-    b = {k: v for k, v in _flatten(new).items() if k.split(".")[0] not in FREE_KEYS}
+
+    def kept(flat: dict) -> dict:
+        return {
+            k: v
+            for k, v in flat.items()
+            if k.split(".")[0] not in FREE_KEYS and k not in FREE_TRAIN_KEYS
+        }
+
+    a, b = kept({**ADDED_DEFAULTS, **_flatten(stored)}), kept(_flatten(new))
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 

@@ -1,0 +1,32 @@
+"""Result folders stored before a train key existed stay usable when the key is at its old value."""
+
+from __future__ import annotations
+
+from active.run_cli import ADDED_DEFAULTS, config_differences
+
+
+def stored_and_new():
+    stored = {"name": "x", "train": {"lr": 0.001, "augment": {"rotate": 30}}}
+    new = {"name": "x", "train": {"lr": 0.001, "augment": {"rotate": 30}}}
+    for key, value in ADDED_DEFAULTS.items():
+        node = new
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return stored, new
+
+
+def test_keys_missing_from_an_older_stored_config_count_at_their_old_default():
+    stored, new = stored_and_new()
+    assert config_differences(stored, new) == []
+
+
+def test_a_new_key_away_from_its_old_default_is_named_and_a_free_one_is_not():
+    stored, new = stored_and_new()
+    new["train"]["compile"] = "default"
+    new["train"]["augment"]["path"] = "batch"
+    new["train"]["epoch_checkpoint"] = True  # crash-safety only: results are unchanged
+    assert config_differences(stored, new) == ["train.augment.path", "train.compile"]
+    new["train"]["lr"] = 0.002
+    assert "train.lr" in config_differences(stored, new)
