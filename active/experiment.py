@@ -281,12 +281,7 @@ class Experiment:
         if bad is None:
             return state
         cycle = checkpoint_cycle(bad)
-        print(
-            f"warning: {folder / bad} is missing or corrupt (its sha256 differs from state.json); "
-            f"retraining from cycle {cycle}",
-            file=sys.stderr,
-            flush=True,
-        )
+        _warn_retraining(folder / bad, cycle)
         if cycle == 0:
             return CellState()
         picks = [_read_picks(folder, c) for c in range(1, cycle + 1)]
@@ -353,8 +348,12 @@ class Experiment:
     def run_initial(self, seed: int) -> None:
         """Cycle 0 of ``seed`` (shared by every acquirer); skipped when already done."""
         folder = seed_dir(self.root.parent, self.root.name, INITIAL, seed)
-        if self.initial_done(seed):
+        state = load_state(folder)
+        bad = first_bad_checkpoint(folder, state)
+        if state.cycle >= 0 and bad is None:
             return
+        if state.cycle >= 0:
+            _warn_retraining(folder / bad, 0)
         remove_stale_temporaries(folder)
         labelled = initial_labelled(self.initial_pool, self.plan.budgets[0], seed)
         model, result, _ = self.train_cycle(
@@ -538,6 +537,15 @@ def first_bad_checkpoint(folder: Path, state: CellState) -> str | None:
         if not path.is_file() or sha256_file(path) != state.checkpoints[name]:
             return name
     return None
+
+
+def _warn_retraining(path: Path, cycle: int) -> None:
+    print(
+        f"warning: {path} is missing or corrupt (its sha256 differs from state.json); "
+        f"retraining from cycle {cycle}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def remove_stale_temporaries(folder: Path) -> None:

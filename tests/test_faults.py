@@ -146,23 +146,29 @@ def test_a_failed_state_write_is_one_line_and_keeps_the_previous_state(
     assert rows(cell / "metrics.csv")[:1] == ref[:1]
 
 
+def flip_a_byte(path):
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # torch may still load it; the sha256 will not match
+    path.write_bytes(bytes(blob))
+
+
 def test_a_corrupt_checkpoint_is_detected_and_its_cycle_retrained(
     reference, tmp_path, data_dir, cli
 ):
     root = tmp_path / "smoke"
     shutil.copytree(reference, root)
-    path = root / "random" / "seed_0" / "checkpoints" / "cycle_1.pt"
-    blob = bytearray(path.read_bytes())
-    blob[len(blob) // 2] ^= 0xFF  # one flipped byte: torch may still load it, the hash won't match
-    path.write_bytes(bytes(blob))
+    cell = root / "random" / "seed_0" / "checkpoints" / "cycle_1.pt"
+    shared = root / "_initial" / "seed_0" / "checkpoints" / "cycle_0.pt"
+    flip_a_byte(cell)
+    flip_a_byte(shared)
     status, _, err = cli(*smoke(tmp_path, data_dir, *CELL))
     assert status == 0, err
-    warning = [x for x in err.splitlines() if x.startswith("warning:")]
-    assert len(warning) == 1 and "cycle_1.pt" in warning[0] and "from cycle 1" in warning[0]
-    assert (
-        path.read_bytes()
-        == (reference / "random" / "seed_0" / "checkpoints" / "cycle_1.pt").read_bytes()
-    )
+    warnings = [x for x in err.splitlines() if x.startswith("warning:")]
+    assert len(warnings) == 2, err
+    assert "_initial/seed_0/checkpoints/cycle_0.pt" in warnings[0] and "from cycle 0" in warnings[0]
+    assert "random/seed_0/checkpoints/cycle_1.pt" in warnings[1] and "from cycle 1" in warnings[1]
+    for path in (cell, shared):  # retrained to the very same bytes
+        assert path.read_bytes() == (reference / path.relative_to(root)).read_bytes()
     assert results(root) == results(reference)
     assert state(root)["checkpoints"] == state(reference)["checkpoints"]
 
