@@ -31,7 +31,7 @@ def verbose() -> bool:
 def one_line(err: BaseException) -> str:
     """The text of the ``error:`` line for ``err`` (whitespace collapsed to one line)."""
     if isinstance(err, AlposeError) or _is_compact_hydra(err):  # already written for the user
-        text = str(err).removeprefix("error: ")
+        text = str(err).removeprefix("error: ").split("\nConfig search path")[0]
     elif _is_hydra_usage_error(err):
         text = f"{err} (see `alpose <command> --help`)"
     elif isinstance(err, OSError) and err.filename is not None:  # a path the user gave or owns

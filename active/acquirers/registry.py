@@ -29,7 +29,10 @@ def acquirer_config(name: str) -> DictConfig:
     """Load ``configs/acquirer/<name>.yaml``; an unknown name is an error listing the known ones."""
     path = config_dir() / GROUP / f"{name}.yaml"
     if not path.is_file():
-        raise AlposeError(f"unknown acquirer '{name}'; known: {', '.join(known_acquirers())}")
+        raise AlposeError(
+            f"unknown acquirer '{name}'; known: {', '.join(known_acquirers())} "
+            f"(or add configs/acquirer/{name}.yaml, or plug one in with acquirer._target_=module.Class)"
+        )
     return OmegaConf.load(path)
 
 
