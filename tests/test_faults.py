@@ -182,3 +182,26 @@ def test_a_changed_config_is_refused_naming_every_differing_key(reference, tmp_p
     line = one_error_line(err)
     assert "differs in: epochs_later, train.lr" in line and "fresh=true" in line
     assert results(root) == before
+
+
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_old_file(tmp_path, monkeypatch):
+    from hourglass.errors import AlposeError
+    from hourglass.io import save_torch, sha256_file
+
+    path = tmp_path / "checkpoints" / "cycle_1.pt"
+    digest = save_torch(path, {"model": {"w": torch.ones(3)}})
+    assert digest == sha256_file(path)
+    before = path.read_bytes()
+    real = torch.save
+
+    def fills_the_disk(obj, f, *args, **kwargs):
+        real(obj, f, *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", fills_the_disk)
+    with pytest.raises(
+        AlposeError, match=r"cannot write .*cycle_1\.pt \(No space left on device\)"
+    ):
+        save_torch(path, {"model": {"w": torch.zeros(3)}})
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["cycle_1.pt"]  # no temporary left behind
