@@ -49,6 +49,25 @@ from hourglass.train import AuxiliaryHead, FitResult, TrainConfig, fit
 _INITIAL_SET, _HOLDOUT, _ACQUIRE, _SUBSAMPLE = 11, 13, 17, 19
 
 
+def offered_pool(
+    pool: np.ndarray, labelled: np.ndarray, seed: int, cycle: int, subsample: int | None
+) -> tuple[np.ndarray, np.random.Generator]:
+    """The unlabelled rows an acquirer is offered in ``cycle`` (a seeded subset of ``subsample``
+    rows when set) and its seeded generator; the one definition the runner and the report share."""
+    unlabelled = np.setdiff1d(pool, labelled)
+    rng = np.random.default_rng([seed, _ACQUIRE, cycle])
+    if subsample and len(unlabelled) > subsample:
+        sub_rng = np.random.default_rng([seed, _SUBSAMPLE, cycle])
+        unlabelled = np.sort(sub_rng.choice(unlabelled, int(subsample), replace=False))
+    return unlabelled, rng
+
+
+def pool_subsample_of(acquirer: Any, experiment_wide: int | None) -> int | None:
+    """The pool subsample an acquirer scores: its own (config key ``pool_subsample``) or the run's."""
+    own = getattr(acquirer, "pool_subsample", None)
+    return int(own) if own else experiment_wide
+
+
 @dataclass
 class Protocol:
     """How cycles train and where they are judged (``protocol.*``; see DESIGN.md).
@@ -455,13 +474,8 @@ class Experiment:
     ) -> tuple[np.ndarray, float]:
         """Let the acquirer pick ``k`` new rows for ``cycle``; saves the picks and their scores."""
         t0 = time.perf_counter()
-        unlabelled = np.setdiff1d(self.pool, labelled)
-        rng = np.random.default_rng([seed, _ACQUIRE, cycle])
-        if self.plan.pool_subsample and len(unlabelled) > self.plan.pool_subsample:
-            sub_rng = np.random.default_rng([seed, _SUBSAMPLE, cycle])
-            unlabelled = np.sort(
-                sub_rng.choice(unlabelled, self.plan.pool_subsample, replace=False)
-            )
+        sub = pool_subsample_of(acquirer, self.plan.pool_subsample)
+        unlabelled, rng = offered_pool(self.pool, labelled, seed, cycle, sub)
         if k > len(unlabelled):
             raise AlposeError(
                 f"cycle {cycle} needs {k} new persons but only {len(unlabelled)} are unlabelled"

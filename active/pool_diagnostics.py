@@ -136,18 +136,14 @@ def pool_pass(run: OpenRun, model: Any, key: str) -> PoolPass:
 
 
 def offered_pool(
-    run: OpenRun, labelled: np.ndarray, seed: int, cycle: int
+    run: OpenRun, labelled: np.ndarray, seed: int, cycle: int, acquirer: Any = None
 ) -> tuple[np.ndarray, np.random.Generator]:
     """The unlabelled rows the acquirer was offered and its rng, as ``Experiment.acquire`` made them."""
-    from active.experiment import _ACQUIRE, _SUBSAMPLE  # the runner's seed-stream tags
+    from active.experiment import offered_pool as runner_pool
+    from active.experiment import pool_subsample_of
 
-    unlabelled = np.setdiff1d(run.pool, labelled)
-    rng = np.random.default_rng([seed, _ACQUIRE, cycle])
-    sub = run.cfg.get("pool_subsample")
-    if sub and len(unlabelled) > int(sub):
-        sub_rng = np.random.default_rng([seed, _SUBSAMPLE, cycle])
-        unlabelled = np.sort(sub_rng.choice(unlabelled, int(sub), replace=False))
-    return unlabelled, rng
+    sub = pool_subsample_of(acquirer, run.cfg.get("pool_subsample"))
+    return runner_pool(run.pool, labelled, seed, cycle, sub)
 
 
 def build_acquirer(run: OpenRun, name: str) -> Any:
@@ -318,8 +314,8 @@ def diagnose(
     labelled = diag.labelled_before(run.run_dir, acquirer, seed, cycle)
     model, ckpt_path, aux = selecting_model(run, acquirer, seed, cycle)
     p = pool_pass(run, model, str(ckpt_path))
-    offered, rng = offered_pool(run, labelled, seed, cycle)
     acq = build_acquirer(run, acquirer)
+    offered, rng = offered_pool(run, labelled, seed, cycle, acq)
     sign = orientation(acq)
     pos = np.searchsorted(p.rows, offered)
     pick_pos = np.searchsorted(p.rows, picks)

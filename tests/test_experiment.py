@@ -202,6 +202,9 @@ def test_pool_subsample_offers_a_seeded_fresh_subset_of_the_unlabelled_pool(tmp_
     assert sub[0]["labelled"] == full[0]["labelled"]  # the initial set does not depend on it
     assert set(sub[0]["unlabelled"]) != set(sub[1]["unlabelled"])  # a fresh subset each cycle
     assert sub == again  # deterministic by seed
+    # the acquirer's own pool_subsample (acquirer config key) offers the same seeded subset
+    own = _offered(tmp_path, data_dir, "own", "+acquirer.pool_subsample=50")
+    assert own == sub
 
 
 def test_initial_family_draws_the_first_set_from_that_family_only():

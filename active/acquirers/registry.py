@@ -17,7 +17,10 @@ from hourglass.config import config_dir
 from hourglass.errors import AlposeError
 
 GROUP = "acquirer"
-META_KEYS = ("name",)  # config keys that describe the acquirer rather than configure it
+# Config keys that describe the acquirer or how the runner uses it, not its constructor's:
+# pool_subsample (optional) scores only a seeded random subset of that size of the pool each cycle,
+# for this acquirer alone (the experiment-wide ``pool_subsample`` otherwise).
+META_KEYS = ("name", "pool_subsample")
 
 
 def known_acquirers() -> list[str]:
@@ -52,4 +55,9 @@ def build_acquirer(cfg: DictConfig | Mapping[str, Any] | str) -> Acquirer:
         raise AlposeError(f"cannot build acquirer {target}: {reason}") from exc
     if not callable(getattr(acquirer, "select", None)):
         raise AlposeError(f"acquirer {target} has no select(ctx, k) method")
+    sub = node.get("pool_subsample")
+    if sub is not None:
+        if int(sub) < 1:
+            raise AlposeError(f"acquirer {node.get('name', target)}: pool_subsample must be >= 1")
+        acquirer.pool_subsample = int(sub)
     return acquirer
