@@ -52,6 +52,7 @@ FREE_KEYS = {
     "logger",
     "dry_run",
     "bench",
+    "acquirer_settings",  # compared through acquirer_configs, where they end up
 }
 # Keys added after results were first stored, at the value that reproduces the old behaviour: a
 # stored config without the key counts as having this value (older result folders stay usable).
@@ -83,6 +84,9 @@ def acquirer_configs(cfg: DictConfig) -> dict[str, DictConfig]:
     from active.acquirers.registry import acquirer_config
 
     configs = {str(name): acquirer_config(str(name)) for name in cfg.acquirers}
+    for name, settings in (cfg.get("acquirer_settings") or {}).items():
+        if str(name) in configs:  # e.g. acquirer_settings.egl_pp.pool_subsample=1000
+            configs[str(name)] = OmegaConf.merge(configs[str(name)], settings)
     custom = cfg.get("acquirer")
     if custom is not None and custom.get("_target_"):
         node = OmegaConf.create(OmegaConf.to_container(custom, resolve=True))

@@ -286,6 +286,10 @@ def test_bench_egl_prints_a_table_and_writes_json(cli, tmp_path):
     assert status == 0 and "hourglass_small" in stdout and "speed-up" in stdout
     row = json.loads(out.read_text())["rows"][0]
     assert row["targets"] == 3 and row["images_fast"] == 2 and row["max_rel_diff"] < 1e-5
+    assert row["method"] == "transpose"  # small activations
+    # the bound is the loop's time over f + K b, with b = loop time per target - f
+    k, ref, f = row["targets"], row["reference_s_per_image"], row["forward_s"]
+    assert row["shared_forward_bound"] == pytest.approx(ref / (f + k * (ref / k - f)), rel=0.02)
     status, _, _ = cli("bench", "egl", "--models", "nope")
     assert status == 2
     assert (REPO / "configs" / "acquirer" / "egl_pp.yaml").is_file()

@@ -30,3 +30,23 @@ def test_a_new_key_away_from_its_old_default_is_named_and_a_free_one_is_not():
     assert config_differences(stored, new) == ["train.augment.path", "train.compile"]
     new["train"]["lr"] = 0.002
     assert "train.lr" in config_differences(stored, new)
+
+
+def test_acquirer_settings_override_one_named_acquirer_only():
+    from omegaconf import OmegaConf
+
+    from active.acquirers.registry import build_acquirer
+    from active.run_cli import acquirer_configs
+
+    cfg = OmegaConf.create(
+        {
+            "acquirers": ["random", "egl_pp"],
+            "acquirer": {"_target_": None, "name": None},
+            "acquirer_settings": {"egl_pp": {"pool_subsample": 300, "k": 7}, "coreset": {"x": 1}},
+        }
+    )
+    configs = acquirer_configs(cfg)
+    assert sorted(configs) == ["egl_pp", "random"]  # a setting for an absent acquirer adds nothing
+    egl = build_acquirer(configs["egl_pp"])
+    assert egl.k == 7 and egl.pool_subsample == 300
+    assert getattr(build_acquirer(configs["random"]), "pool_subsample", None) is None
