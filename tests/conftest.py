@@ -79,3 +79,15 @@ def tiny_overrides(data_dir: Path, runs: Path) -> list[str]:
         f"dataset.splits.test={s['test']}",
         "progress=false",
     ]
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny batches gain
+    nothing from two, and a shared machine stalls them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,9 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_experiment import data_dir, smoke  # noqa: F401 (data_dir is a fixture)
-
-from active.cli import main
+from test_experiment import data_dir, run_in_process, smoke  # noqa: F401 (data_dir is a fixture)
 
 CELL = ["acquirers=[random]", "seeds=[0]", "cycles=1", "threads=1"]
 
@@ -31,11 +29,7 @@ class Exploding:
 def finished(tmp_path_factory, data_dir):
     """A result folder with one finished cell (cycles 0 and 1)."""
     runs = tmp_path_factory.mktemp("bad-input-runs")
-    threads = torch.get_num_threads()
-    try:
-        assert main(smoke(runs, data_dir, *CELL)) == 0
-    finally:
-        torch.set_num_threads(threads)  # threads=1 set it for this whole process
+    run_in_process(runs, data_dir, *CELL)
     return runs
 
 

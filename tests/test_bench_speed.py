@@ -4,17 +4,10 @@ experiment estimate counts the work of its budgets, epochs, seeds and acquirers 
 import json
 
 import pytest
-import torch
 
 from active.bench_speed import SpeedRow, compose, estimate, link_baselines, work_of
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bench_writes_rows_with_ratios_of_the_measured_numbers(cli, tmp_path):

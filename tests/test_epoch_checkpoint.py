@@ -2,19 +2,13 @@
 
 import pytest
 import torch
+from test_train import small_config
 
 from hourglass.augment import AugmentConfig
 from hourglass.model import StackedHourglass
 from hourglass.train import AuxiliaryHead, TrainConfig, fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny batches gain nothing from two, and a shared machine stalls them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Killed(RuntimeError):
@@ -25,19 +19,14 @@ def config(**kw) -> TrainConfig:
     base = dict(
         epochs=3,
         batch_size=8,
-        lr=1e-3,
-        loss="ce",
-        sigma=1.0,
-        peak=1.0,
         select_by="loss",
-        device="cpu",
         eval_batch_size=64,
         seed=3,
         plateau_patience=0,  # the schedule's state matters after a resume
         plateau_cooldown=0,
         augment=AugmentConfig(flip=0.5, rotate=20.0),
     )
-    return TrainConfig(**{**base, **kw})
+    return small_config(**{**base, **kw})
 
 
 class LossHead(torch.nn.Module):

@@ -36,6 +36,20 @@ def smoke(runs, data, *extra):
     ]
 
 
+def run_in_process(runs, data, *extra) -> None:
+    """``alpose run experiment=smoke ...`` in this process; torch's thread count is restored
+    (``threads=1`` would otherwise hold for the rest of the session)."""
+    import torch
+
+    from active.cli import main
+
+    threads = torch.get_num_threads()
+    try:
+        assert main(smoke(runs, data, *extra)) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def rows(path):
     with open(path, newline="") as f:
         return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)]

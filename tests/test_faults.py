@@ -21,9 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
-from test_experiment import data_dir, results, rows, smoke  # noqa: F401 (data_dir is a fixture)
-
-from active.cli import main
+from test_experiment import data_dir, results, rows, run_in_process, smoke  # noqa: F401 (data_dir is a fixture)
 
 # One cell: cycle 0 (shared), 1 and 2; one torch thread everywhere (the same sums in every process,
 # and less CPU on shared cores).
@@ -59,11 +57,7 @@ def _keep_torch_threads():
 def reference(tmp_path_factory, data_dir):
     """The uninterrupted run of the cell (in-process)."""
     runs = tmp_path_factory.mktemp("faults-reference")
-    threads = torch.get_num_threads()
-    try:
-        assert main(smoke(runs, data_dir, *CELL)) == 0
-    finally:
-        torch.set_num_threads(threads)  # threads=1 set it for this whole process
+    run_in_process(runs, data_dir, *CELL)
     return runs / "smoke"
 
 

@@ -10,13 +10,7 @@ from hourglass.errors import AlposeError
 from hourglass.model import StackedHourglass
 from hourglass.train import TrainConfig, fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(data, depth=2, **kw):
