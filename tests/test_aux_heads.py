@@ -18,8 +18,10 @@ from hourglass.model import StackedHourglass
 from hourglass.train import TrainConfig, fit
 
 NEW = ["multipeak", "learning_loss", "learning_loss_pp", "aleatoric", "vl4pose"]
+NEW += ["egl_ensemble", "bayes_variance"]
 AUX = {"learning_loss": "learning_loss", "learning_loss_pp": "learning_loss"}
 AUX |= {"aleatoric": "aleatoric", "vl4pose": "vl4pose"}
+AUX |= {"egl_ensemble": "egl_ensemble", "bayes_variance": "bayes_variance"}
 WARM = ["protocol.warm_start=true", "epochs_later=2", "seeds=[0]"]
 
 
@@ -67,6 +69,9 @@ def test_every_new_acquirer_runs_end_to_end_and_keeps_its_head(reference):
     assert np.all(np.diff(scores) >= 0)  # lowest likelihood first
     scores = np.load(reference / "learning_loss_pp" / "seed_0" / "selections" / "cycle_1.npy")
     assert np.all(np.diff(scores["score"]) <= 0)  # highest predicted loss first
+    for name in ("egl_ensemble", "bayes_variance"):  # highest expected gradient length / variance
+        scores = np.load(reference / name / "seed_0" / "selections" / "cycle_1.npy")["score"]
+        assert np.all(np.diff(scores) <= 0) and (scores > 0).all()
 
 
 def test_resume_after_sigkill_restores_the_head_exactly(reference, tmp_path, data_dir):
