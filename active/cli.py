@@ -44,7 +44,7 @@ ARGPARSE_COMMANDS: dict[str, tuple[str, str, str]] = {
         "register",
     ),
     "bench": (
-        "speed measurements (egl: EGL++ gradient norms, fast path vs reference loop)",
+        "speed: images/s of training, inference, acquisition and data path (experiment=NAME: its wall time); egl: EGL++ gradient norms",
         "active.bench_cli",
         "register",
     ),
