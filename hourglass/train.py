@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -397,8 +398,16 @@ def _load_epoch(path: str | Path | None, key: str) -> dict | None:
     """The epoch checkpoint at ``path`` if it exists and belongs to this fit (same key)."""
     if path is None or not Path(path).is_file():
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    return saved if saved.get("key") == key else None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged file (e.g. a kill mid-copy on a non-atomic filesystem)
+        print(
+            f"warning: epoch checkpoint {path} is unreadable ({type(exc).__name__}); "
+            "this cycle starts from its first epoch",
+            file=sys.stderr,
+        )
+        return None
+    return saved if isinstance(saved, dict) and saved.get("key") == key else None
 
 
 def time_training(

@@ -105,3 +105,14 @@ def test_shorter_fit_then_longer_resume_matches_and_foreign_checkpoints_are_igno
     fresh, _, _ = run(tiny_cache, config(epochs=1, seed=4))
     for k, v in fresh.state_dict().items():
         torch.testing.assert_close(other.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_an_unreadable_epoch_checkpoint_is_ignored_with_a_warning(tiny_cache, tmp_path, capsys):
+    path = tmp_path / "e.pt"
+    path.write_bytes(b"not a checkpoint")
+    model, result, _ = run(tiny_cache, config(epochs=1), checkpoint=path)
+    assert [h.epoch for h in result.history] == [1]  # started from the first epoch
+    assert "unreadable" in capsys.readouterr().err
+    fresh, _, _ = run(tiny_cache, config(epochs=1))
+    for k, v in fresh.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
