@@ -64,8 +64,8 @@ ADDED_DEFAULTS = {
     "train.compile_backend": "inductor",
     "train.epoch_checkpoint": False,
 }
-# Settings that change speed or crash-safety but not the numbers on the CPU.
-FREE_TRAIN_KEYS = {"train.epoch_checkpoint"}
+# Settings that change speed, memory or crash-safety but not the numbers.
+FREE_DOTTED_KEYS = {"train.epoch_checkpoint", "dataset.in_memory"}
 _MAIN = "ALPOSE_RUN_MAIN"  # host:pid of the `alpose run` process, to tell launcher workers apart
 
 
@@ -116,7 +116,7 @@ def config_differences(stored: dict, new: dict) -> list[str]:
         return {
             k: v
             for k, v in flat.items()
-            if k.split(".")[0] not in FREE_KEYS and k not in FREE_TRAIN_KEYS
+            if k.split(".")[0] not in FREE_KEYS and k not in FREE_DOTTED_KEYS
         }
 
     a, b = kept({**ADDED_DEFAULTS, **_flatten(stored)}), kept(_flatten(new))

@@ -27,6 +27,8 @@ def test_a_new_key_away_from_its_old_default_is_named_and_a_free_one_is_not():
     new["train"]["compile"] = "default"
     new["train"]["augment"]["path"] = "batch"
     new["train"]["epoch_checkpoint"] = True  # crash-safety only: results are unchanged
+    new["dataset"] = {"in_memory": False}  # memory only
+    stored["dataset"] = {"in_memory": True}
     assert config_differences(stored, new) == ["train.augment.path", "train.compile"]
     new["train"]["lr"] = 0.002
     assert "train.lr" in config_differences(stored, new)
