@@ -84,6 +84,8 @@ class ExperimentInfo:
     budgets: tuple[int, ...] | None = None
     seeds: tuple[int, ...] | None = None
     acquirers: tuple[str, ...] | None = None
+    reference: str | None = None  # the run config's `table.reference` (the paper runs: egl_pp)
+    alternative: str | None = None  # and `table.alternative`
 
     @property
     def is_paper(self) -> bool:
@@ -156,7 +158,13 @@ def read_experiment_info(run_dir: str | Path) -> ExperimentInfo:
         budgets=_budgets(cfg),
         seeds=_ints(_select(cfg, ("seeds",))),
         acquirers=_acquirers(cfg),
+        reference=_optional_str(_select(cfg, ("table.reference",))),
+        alternative=_optional_str(_select(cfg, ("table.alternative",))),
     )
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ FREE_KEYS = {
     "dry_run",
     "bench",
     "acquirer_settings",  # compared through acquirer_configs, where they end up
+    "table",  # how `alpose table` tests, not what was run
 }
 # Keys added after results were first stored, at the value that reproduces the old behaviour: a
 # stored config without the key counts as having this value (older result folders stay usable).

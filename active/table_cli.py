@@ -27,15 +27,17 @@ def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], 
     parser.add_argument(
         "--reference",
         metavar="ACQ",
-        help=f"acquirer every other one is tested against (default: {DEFAULT_REFERENCE} if present, "
-        "else the first acquirer; the paper tables use egl_pp with --alternative reference-better)",
+        help="acquirer every other one is tested against (default: the run config's "
+        f"table.reference, e.g. egl_pp in the paper experiments; else {DEFAULT_REFERENCE} if "
+        "present, else the first acquirer)",
     )
     parser.add_argument(
         "--alternative",
         choices=stats.ALTERNATIVES,
-        default="beats-reference",
-        help="H1 of the one-tailed paired t-test: beats-reference (acquirer > reference, default) or "
-        "reference-better (reference > acquirer, as in the EGL++ tables)",
+        default=None,
+        help="H1 of the one-tailed paired t-test: beats-reference (acquirer > reference) or "
+        "reference-better (reference > acquirer, as in the EGL++ tables); default: the run "
+        "config's table.alternative, else beats-reference",
     )
     parser.add_argument(
         "--alpha",
@@ -64,16 +66,26 @@ def pick_reference(acquirers: tuple[str, ...], requested: str | None) -> str:
     return requested
 
 
+def _present(info: report.ExperimentInfo, acquirers: tuple[str, ...]) -> str | None:
+    """The run config's reference when its results are there (a partial run may lack it)."""
+    return info.reference if info.reference in acquirers else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the results, run the statistics, write the reports, print the markdown table."""
     if not 0 < args.alpha < 1:
         raise AlposeError(f"--alpha must lie strictly between 0 and 1, got {args.alpha}")
     results = stats.load_results(args.run_dir)
     cube = stats.to_cube(results, METRIC_FLAGS[args.metric])
-    reference = pick_reference(cube.acquirers, args.reference)
     info = report.read_experiment_info(args.run_dir)
+    reference = pick_reference(cube.acquirers, args.reference or _present(info, cube.acquirers))
+    alternative = args.alternative or info.alternative or "beats-reference"
+    if alternative not in stats.ALTERNATIVES:
+        raise AlposeError(
+            f"table.alternative must be one of {', '.join(stats.ALTERNATIVES)}, got {alternative!r}"
+        )
     cost = stats.cycle_costs(args.run_dir)
-    table = report.build_table(cube, info, reference, args.alternative, args.alpha, cost)
+    table = report.build_table(cube, info, reference, alternative, args.alpha, cost)
     written = report.write_reports(table, args.out or args.run_dir)
     print(report.render_markdown(table), end="")
     print(f"wrote {', '.join(p.name for p in written)} to {written[0].parent}", file=sys.stderr)

@@ -398,3 +398,27 @@ def test_cycle_costs_average_cycles_after_the_shared_one(cli, tmp_path):
     status, out, _ = cli("table", root / "timed")
     assert status == 0
     assert f"| coreset | {10 + later.mean():.1f} | 100.5 |" in out
+
+
+def test_the_run_configs_table_settings_are_the_defaults_and_flags_override_them(cli, run_dir):
+    """mpii_paper/lsp_paper store table.reference egl_pp, reference-better: the EGL++ tables."""
+    (run_dir / "config.yaml").write_text(
+        "table:\n  reference: egl_pp\n  alternative: reference-better\n"
+    )
+    flags = ("--reference", "egl_pp", "--alternative", "reference-better")
+    status, by_config, _ = cli("table", run_dir)
+    assert status == 0 and "egl_pp (reference)" in by_config
+    assert cli("table", run_dir, *flags)[1] == by_config
+    status, by_flag, _ = cli("table", run_dir, "--reference", "random")
+    assert status == 0 and "random (reference)" in by_flag
+    (run_dir / "config.yaml").write_text("table:\n  alternative: sideways\n")
+    status, _, err = cli("table", run_dir)
+    assert status == 2 and "table.alternative" in err
+    for name in ("mpii_paper", "lsp_paper"):
+        from omegaconf import OmegaConf
+
+        from hourglass.config import config_dir
+
+        cfg = OmegaConf.load(config_dir() / "experiment" / f"{name}.yaml")
+        assert cfg.table.reference == "egl_pp" and cfg.table.alternative == "reference-better"
+        assert "egl_pp" in cfg.acquirers
