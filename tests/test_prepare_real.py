@@ -138,6 +138,7 @@ def test_paper_experiments_run_end_to_end_on_fixture_caches(cli, tmp_path, kind,
     status, out, err = cli("table", runs / experiment, "--metric", "paper")
     assert status == 0, err
     assert (runs / experiment / "table.csv").is_file() and "coreset" in out
+    assert "egl_pp (reference)" in out  # the paper tables' reference row, from the config
 
 
 def test_missing_real_cache_names_the_prepare_command(cli, tmp_path):
