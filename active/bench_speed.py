@@ -45,6 +45,7 @@ ASSUMED_SPLITS = {
 # Per-target gradient norms (~0.5 s per pool image for the small model on one loaded core):
 # fewer pool images on the CPU; the figure is per image either way.
 SLOW_ON_CPU = ("egl_pp", "egl_ensemble")
+EGL_NEIGHBOURS = 30  # configs/acquirer/egl_pp.yaml's k: the pool holds enough labelled rows for it
 
 
 @dataclass
@@ -258,6 +259,9 @@ def bench_acquirer(acq_name, name, data, device, sizes) -> SpeedRow:
     rows = data.indices("train")
     if device.type == "cpu" and acq_name in SLOW_ON_CPU:
         sizes = replace(sizes, pool=min(sizes.pool, 8 if data.image_size <= 64 else 2))
+    neighbours = int(getattr(acquirer, "k", 0) or 0)  # EGL++: every pool image gets its k targets
+    if sizes.labelled < neighbours:
+        sizes = replace(sizes, labelled=min(neighbours, len(rows) - sizes.pool))
     labelled, pool = rows[: sizes.labelled], rows[sizes.labelled : sizes.labelled + sizes.pool]
     aux = None
     if callable(getattr(acquirer, "auxiliary_head", None)):
@@ -315,7 +319,7 @@ def run_model(name, devices, acquirers, cpu_threads, quick=False, log=print) -> 
     rows = _Rows(log)
     for device in devices:
         sizes = default_sizes(px, device.type, quick)
-        data = synthetic_pool(px, sizes.pool + sizes.labelled + 8)
+        data = synthetic_pool(px, max(sizes.pool + sizes.labelled, EGL_NEIGHBOURS + 2) + 8)
         log(f"  {name} on {device.type} ...")
         if device.type == "cpu":
             with threads(1):  # per core
