@@ -235,18 +235,9 @@ def acquisition_context(model, data, labelled, unlabelled, device, tcfg, aux=Non
     """The context ``Experiment.acquire`` builds (standard protocol, no progress bar)."""
     from active.acquirers.base import AcquisitionContext
 
-    return AcquisitionContext(
-        model=model.to(device).eval(),
-        data=data,
-        labelled=labelled,
-        unlabelled=unlabelled,
-        rng=np.random.default_rng([0, 17, 1]),
-        device=device,
-        loss=tcfg.loss,
-        batch_size=tcfg.eval_batch_size,
-        aux_head=aux,
-        progress=False,
-        protocol="standard",
+    rng = np.random.default_rng([0, 17, 1])
+    return AcquisitionContext.for_training(
+        model.eval(), data, labelled, unlabelled, rng, device, tcfg, aux
     )
 
 

@@ -480,18 +480,17 @@ class Experiment:
             raise AlposeError(
                 f"cycle {cycle} needs {k} new persons but only {len(unlabelled)} are unlabelled"
             )
-        ctx = AcquisitionContext(
-            model=model.to(self.device),
-            data=self.data,
-            labelled=labelled,
-            unlabelled=unlabelled,
-            rng=rng,
-            device=self.device,
-            loss=self.train_cfg.loss,
-            batch_size=self.train_cfg.eval_batch_size,
-            aux_head=aux_head.to(self.device) if aux_head is not None else None,
-            progress=self.progress,
-            protocol=self.protocol.name,
+        ctx = AcquisitionContext.for_training(
+            model,
+            self.data,
+            labelled,
+            unlabelled,
+            rng,
+            self.device,
+            self.train_cfg,
+            aux_head,
+            self.progress,
+            self.protocol.name,
         )
         picks = np.asarray(acquirer.select(ctx, k), dtype=np.int64)
         kill_point("acquire")  # test-only fault injection (hourglass/io.py)

@@ -184,19 +184,18 @@ def rescore(
             return None
         head = acquirer.auxiliary_head(model, run.data, run.protocol)
         head.module.load_state_dict(aux[head.name])
-        head = head.module.to(run.device)
-    ctx = AcquisitionContext(
-        model=model,
-        data=run.data,
-        labelled=labelled,
-        unlabelled=offered,
-        rng=rng,
-        device=run.device,
-        loss=run.train_cfg.loss,
-        batch_size=run.train_cfg.eval_batch_size,
-        aux_head=head,
-        progress=False,
-        protocol=run.protocol,
+        head = head.module
+    ctx = AcquisitionContext.for_training(
+        model,
+        run.data,
+        labelled,
+        offered,
+        rng,
+        run.device,
+        run.train_cfg,
+        head,
+        False,
+        run.protocol,
     )
     return np.asarray(acquirer.scores(ctx, offered), np.float64)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -66,6 +66,37 @@ class AcquisitionContext:
     aux_head: nn.Module | None = None
     progress: bool = True
     protocol: str = "standard"
+
+    @classmethod
+    def for_training(
+        cls,
+        model: nn.Module,
+        data: PoseCache,
+        labelled: np.ndarray,
+        unlabelled: np.ndarray,
+        rng: np.random.Generator,
+        device: torch.device,
+        train_cfg: Any,
+        aux_head: nn.Module | None = None,
+        progress: bool = False,
+        protocol: str = "standard",
+    ) -> AcquisitionContext:
+        """The context of a cycle trained with ``train_cfg`` (its loss and evaluation batch size);
+        the model and head are moved to ``device``. One constructor for the runner, the report's
+        re-scoring and the bench."""
+        return cls(
+            model=model.to(device),
+            data=data,
+            labelled=labelled,
+            unlabelled=unlabelled,
+            rng=rng,
+            device=device,
+            loss=train_cfg.loss,
+            batch_size=train_cfg.eval_batch_size,
+            aux_head=aux_head.to(device) if aux_head is not None else None,
+            progress=progress,
+            protocol=protocol,
+        )
 
     def infer(
         self,
