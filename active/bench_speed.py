@@ -362,37 +362,35 @@ def split_sizes(cfg) -> tuple[dict[str, int], str]:
 def work_of(cfg, sizes: dict[str, int]) -> dict[str, Any]:
     """Images trained, evaluated and scored by a whole experiment (all seeds and acquirers)."""
     from active.layout import budget_schedule
+    from active.workload import acquirer_subsample, cycle_work, scored_images
 
     budgets = budget_schedule(cfg.budgets, cfg.initial, cfg.per_cycle, cfg.cycles)
     seeds, acquirers = len(cfg.seeds), list(cfg.acquirers)
     p = cfg.protocol
     holdout = p.selection == "holdout"
-    frac = float(p.holdout_fraction) if holdout else 0.0
+    fraction = 1.0 - float(p.holdout_fraction) if holdout else 1.0
     report = sizes.get(str(p.report_split), 0)
     select_split = 0 if holdout else sizes.get(str(p.selection), 0)
     pool = sizes.get("train", 0)
-    sub = cfg.get("pool_subsample")
 
-    def cycle(b: int, epochs: int) -> tuple[float, float]:
-        sel = b * frac if holdout else select_split
-        return b * (1 - frac) * epochs, sel * epochs + report
-
-    train0, infer0 = cycle(budgets[0], int(cfg.epochs_first))
+    train0, infer0 = cycle_work(budgets[0], int(cfg.epochs_first), fraction, select_split, report)
     train, infer = seeds * train0, seeds * infer0
-    scored = 0.0
-    for c in range(1, len(budgets)):
-        t, i = cycle(budgets[c], int(cfg.epochs_later))
+    for b in budgets[1:]:
+        t, i = cycle_work(b, int(cfg.epochs_later), fraction, select_split, report)
         train += seeds * len(acquirers) * t
         infer += seeds * len(acquirers) * i
-        unl = pool - budgets[c - 1]
-        scored += seeds * min(unl, int(sub) if sub else unl)
+
+    def scored(sub: int | None) -> int:
+        return seeds * sum(scored_images(pool, b, sub) for b in budgets[:-1])
+
     return {
         "budgets": budgets,
         "seeds": seeds,
         "acquirers": acquirers,
         "train_images": train,
         "inference_images": infer,
-        "scored_images_per_acquirer": scored,
+        "scored_images_per_acquirer": scored(cfg.get("pool_subsample")),
+        "scored_images": {a: scored(acquirer_subsample(cfg, a)) for a in acquirers},
     }
 
 
@@ -411,7 +409,7 @@ def estimate(cfg, rows: list[SpeedRow], device: str, sizes: dict[str, int], sour
     for a in work["acquirers"]:
         r = find.get(f"acquire {a}|{model}|{device}|-")
         if r is not None:
-            seconds[f"acquire {a}"] = work["scored_images_per_acquirer"] / r.images_per_s
+            seconds[f"acquire {a}"] = work["scored_images"][a] / r.images_per_s
     total = sum(seconds.values())
     return {
         "experiment": str(cfg.name),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from active.layout import INITIAL, budget_schedule, seed_dir
+from active.workload import acquirer_subsample
 
 # Generic bench JSON: training speed under one of these keys (images per second), most specific
 # first. `alpose bench --json` itself writes rows {what, model, device, path, images_per_s}.
@@ -220,25 +222,29 @@ def estimate(
     fraction: float,
     speed: Speed,
     sizes: Sizes | None,
-    subsample: int | None = None,
+    subsample: Callable[[str], int | None] = lambda name: None,
 ) -> Estimate:
-    """Training, evaluation and acquisition left in the cycles still to run."""
+    """Training, evaluation and acquisition left in the cycles still to run (``subsample``: the
+    pool subsample each acquirer scores, :func:`active.workload.acquirer_subsample`)."""
+    from active.workload import cycle_work, scored_images
+
     train = infer = acquire = 0.0
     missing: set[str] = set()
     for cell in cells:
         for cycle in cell.todo:
             if cycle >= 1 or cell.acquirer == INITIAL:  # the shared cycle 0 trains under _initial
                 n_epochs = epochs[0] if cycle == 0 else epochs[1]
-                train += budgets[cycle] * fraction * n_epochs
+                select, report = (sizes.select, sizes.report) if sizes is not None else (0, 0)
+                t, i = cycle_work(budgets[cycle], n_epochs, fraction, select, report)
+                train += t
                 if sizes is not None:
-                    select = budgets[cycle] * (1 - fraction) if sizes.select == 0 else sizes.select
-                    infer += select * n_epochs + sizes.report
+                    infer += i
             if cell.acquirer == INITIAL or cycle + 1 >= len(budgets):
                 continue  # no selection after this cycle
             name = cell.acquirer
             if name in speed.acquire_rate and sizes is not None:
-                scored = sizes.pool - budgets[cycle]
-                acquire += min(scored, subsample or scored) / speed.acquire_rate[name]
+                scored = scored_images(sizes.pool, budgets[cycle], subsample(name))
+                acquire += scored / speed.acquire_rate[name]
             elif name in speed.acquire_s:
                 acquire += speed.acquire_s[name]
             else:
@@ -284,9 +290,14 @@ def render(cfg: DictConfig, root: Path, names: list[str], seeds: list[int]) -> s
         lines.append("no estimate: run alpose bench (or finish a cycle of this run)")
         return "\n".join(lines) + "\n"
     epochs = (int(cfg.epochs_first), int(cfg.epochs_later))
-    sub = cfg.get("pool_subsample")
     est = estimate(
-        cells, budgets, epochs, fraction, speed, split_sizes(cfg), int(sub) if sub else None
+        cells,
+        budgets,
+        epochs,
+        fraction,
+        speed,
+        split_sizes(cfg),
+        lambda name: acquirer_subsample(cfg, name),
     )
     lines.append(
         f"training: {est.train_images:,.0f} image-epochs at {speed.train:,.1f} images/s "

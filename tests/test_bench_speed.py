@@ -109,3 +109,11 @@ def test_mpii_paper_estimate_uses_the_paper_model_and_assumed_splits_without_a_c
         5 * 1000 * 150 + 5 * 5 * 100 * sum(range(2000, 6001, 1000))
     )
     assert str(cfg.model.name) == "hourglass_paper"
+
+
+def test_an_acquirers_own_pool_subsample_is_what_it_scores_in_the_estimate():
+    cfg = compose("run", ["experiment=quickstart", "seeds=[0,1]", "acquirers=[random,egl_pp]"])
+    work = work_of(cfg, {"train": 8000, "val": 500, "test": 2000})
+    before = [200, 400, 600, 800, 1000]  # labelled when each selection is made
+    assert work["scored_images"]["random"] == 2 * sum(8000 - b for b in before)
+    assert work["scored_images"]["egl_pp"] == 2 * 5 * 1000  # quickstart's acquirer_settings
