@@ -290,6 +290,10 @@ def test_bench_egl_prints_a_table_and_writes_json(cli, tmp_path):
     # the bound is the loop's time over f + K b, with b = loop time per target - f
     k, ref, f = row["targets"], row["reference_s_per_image"], row["forward_s"]
     assert row["shared_forward_bound"] == pytest.approx(ref / (f + k * (ref / k - f)), rel=0.02)
+    # the no-weight-gradient floor: the loop's time over f + K b_in, b_in measured on its own
+    b_in = row["input_backward_s"]
+    assert b_in > 0 and row["input_backward_bound"] == pytest.approx(ref / (f + k * b_in), rel=0.02)
+    assert "no-wgrad bound" in stdout
     status, _, _ = cli("bench", "egl", "--models", "nope")
     assert status == 2
     assert (REPO / "configs" / "acquirer" / "egl_pp.yaml").is_file()
