@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -386,5 +387,18 @@ def main(argv: Sequence[str]) -> int:
     argv = ["dry_run=true" if a == "--dry-run" else a for a in argv]
     os.environ[_MAIN] = f"{socket.gethostname()}:{os.getpid()}"
     JobFailed.seen = False
-    status = run_hydra("run", "run", argv, _job)
+    with _scratch_hydra_dir(argv) as argv:
+        status = run_hydra("run", "run", argv, _job)
     return 2 if status == 1 and JobFailed.seen else status
+
+
+@contextmanager
+def _scratch_hydra_dir(argv: list[str]) -> Iterator[list[str]]:
+    """For a dry run, point Hydra's own output folders (its log) at a temporary folder, removed
+    afterwards, so that a dry run writes nothing under ``runs/``; other runs pass unchanged."""
+    dry = any(a.split("=", 1)[0].lstrip("+") == "dry_run" and a.endswith("=true") for a in argv)
+    if not dry or any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in argv):
+        yield argv
+        return
+    with tempfile.TemporaryDirectory(prefix="alpose-dry-run-") as scratch:
+        yield [*argv, f"hydra.run.dir={scratch}/run", f"hydra.sweep.dir={scratch}/multirun"]
