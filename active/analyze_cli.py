@@ -297,3 +297,44 @@ def run_learning_loss(args: argparse.Namespace) -> int:
         write_json(args.json, payload)
         print(f"wrote {args.json}")
     return 0
+
+
+# -- egl-last ----------------------------------------------------------------------------------
+def _add_egl_last(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="an `alpose run` folder")
+    parser.add_argument("--acquirer", help="whose cell (default: egl_pp if present, else random)")
+    parser.add_argument("--seed", type=int, help="which seed (default: the smallest one present)")
+    parser.add_argument(
+        "--cycle", type=int, help="which acquisition cycle (default: the last finished)"
+    )
+    parser.add_argument(
+        "--rows", type=int, default=300, help="pool rows scored both ways (seeded; default 300)"
+    )
+    parser.add_argument("--data-dir", help="dataset folder (default: the run's paths.data)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write scores and figures")
+    return run_egl_last
+
+
+def run_egl_last(args: argparse.Namespace) -> int:
+    """Exact vs last-layer EGL++ scores on one cell's offered pool: rank agreement and cost."""
+    from dataclasses import asdict
+
+    from active import egl_approx
+    from active.pool_diagnostics import open_run
+    from hourglass.io import write_json
+
+    run = open_run(args.run_dir, args.data_dir, args.device)
+    cell = egl_approx.default_cell(args.run_dir, args.acquirer, args.seed, args.cycle)
+    result = egl_approx.compare(run, *cell, rows=args.rows)
+    print(egl_approx.render(result))
+    if args.json is not None:
+        write_json(args.json, asdict(result))
+        print(f"wrote {args.json}")
+    return 0
+
+
+ANALYSES["egl-last"] = (
+    "EGL++'s last-layer approximation against the exact score on a run's pool: Spearman, top-k overlap, cost",
+    _add_egl_last,
+)

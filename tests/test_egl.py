@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, tiny_overrides
+from scipy.stats import spearmanr
 from test_experiment import alpose, smoke
 
 from active.acquirers.base import AcquisitionContext
@@ -255,7 +256,7 @@ def test_egl_pp_picks_are_deterministic_and_unlabelled(ctx_parts):
     assert np.array_equal(spilled.select(make_ctx(ctx_parts, loss="ce"), 6), picks[0])
 
 
-def test_alpose_run_with_egl_pp(tmp_path, tiny_data_dir):
+def test_alpose_run_with_egl_pp_and_the_last_layer_analysis(cli, tmp_path, tiny_data_dir):
     r = alpose(
         *smoke(
             tmp_path / "runs", tiny_data_dir, "acquirers=[egl_pp]", "seeds=[0]", "pool_subsample=30"
@@ -263,8 +264,29 @@ def test_alpose_run_with_egl_pp(tmp_path, tiny_data_dir):
         *tiny_overrides(tiny_data_dir, tmp_path / "runs")[2:],
     )
     assert r.returncode == 0, r.stderr
-    sel = np.load(tmp_path / "runs" / "smoke" / "egl_pp" / "seed_0" / "selections" / "cycle_1.npy")
+    cell = tmp_path / "runs" / "smoke" / "egl_pp" / "seed_0" / "selections"
+    sel = np.load(cell / "cycle_1.npy")
     assert len(sel) == 12 and np.all(np.diff(sel["score"]) <= 0) and (sel["score"] > 0).all()
+
+    # item 4: the last-layer approximation against the exact score on the run's own pool
+    out = tmp_path / "approx.json"
+    run_dir = tmp_path / "runs" / "smoke"
+    status, stdout, _ = cli("analyze", "egl-last", run_dir, "--rows", "20", "--json", out)
+    assert status == 0 and "Spearman rho" in stdout
+    got = json.loads(out.read_text())
+    assert (got["acquirer"], got["seed"], got["cycle"], got["offered"]) == ("egl_pp", 0, 2, 30)
+    rows, exact, last = (np.array(got[k]) for k in ("rows", "exact", "last"))
+    assert len(rows) == 20 and np.all(np.diff(rows) > 0)
+    assert (last > 0).all() and (last < exact).all()  # fewer parameters, smaller norms
+    assert got["spearman"] == pytest.approx(spearmanr(exact, last).statistic)
+    m = 8  # the run's pick rate: 12 of 30 offered, of 20 rows
+    assert got["top_overlap"] == len(set(np.argsort(-exact)[:m]) & set(np.argsort(-last)[:m])) / m
+    # the exact side is the run's own score: the picked rows among the 20 get their stored scores
+    picks = np.load(cell / "cycle_2.npy")
+    common, a, b = np.intersect1d(rows, picks["index"], return_indices=True)
+    assert len(common) >= 2 and np.allclose(exact[a], picks["score"][b], rtol=1e-4)
+    status, _, err = cli("analyze", "egl-last", run_dir, "--rows", "1")
+    assert status == 2 and "--rows" in err
 
 
 def test_bench_egl_prints_a_table_and_writes_json(cli, tmp_path):
