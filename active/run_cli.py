@@ -396,7 +396,9 @@ def main(argv: Sequence[str]) -> int:
 def _scratch_hydra_dir(argv: list[str]) -> Iterator[list[str]]:
     """For a dry run, point Hydra's own output folders (its log) at a temporary folder, removed
     afterwards, so that a dry run writes nothing under ``runs/``; other runs pass unchanged."""
-    dry = any(a.split("=", 1)[0].lstrip("+") == "dry_run" and a.endswith("=true") for a in argv)
+    dry = any(
+        a.split("=", 1)[0].lstrip("+") == "dry_run" and a.lower().endswith("=true") for a in argv
+    )
     if not dry or any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in argv):
         yield argv
         return
