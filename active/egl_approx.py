@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -54,18 +53,6 @@ def top_overlap(exact: np.ndarray, approx: np.ndarray, m: int) -> float:
     return float(len(np.intersect1d(a, b)) / m)
 
 
-def egl_config(run: pd.OpenRun, scope: str) -> dict[str, Any]:
-    """The run's stored EGL++ settings (the registry's defaults when it ran none) with ``scope``."""
-    from omegaconf import OmegaConf
-
-    from active.acquirers.registry import acquirer_config
-
-    stored = (run.cfg.get("acquirer_configs") or {}).get(EGL)
-    node = stored if stored is not None else acquirer_config(EGL)
-    cfg = OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
-    return {**cfg, "scope": scope}
-
-
 def compare(
     run: pd.OpenRun,
     acquirer: str,
@@ -75,12 +62,11 @@ def compare(
 ) -> ApproxComparison:
     """Score ``rows`` rows of cell (acquirer, seed, cycle)'s offered pool both ways."""
     from active.acquirers.base import AcquisitionContext
-    from active.acquirers.registry import build_acquirer
 
     if rows < 2:
         raise AlposeError("--rows must be at least 2 (a rank correlation needs pairs)")
-    exact_acq = build_acquirer(egl_config(run, "all"))
-    last_acq = build_acquirer(egl_config(run, "last"))
+    exact_acq = pd.build_acquirer(run, EGL, scope="all")
+    last_acq = pd.build_acquirer(run, EGL, scope="last")
     labelled = diag.labelled_before(run.run_dir, acquirer, seed, cycle)
     model, _, _ = pd.selecting_model(run, acquirer, seed, cycle)
     offered, rng = pd.offered_pool(run, labelled, seed, cycle, pd.build_acquirer(run, acquirer))

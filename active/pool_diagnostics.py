@@ -146,15 +146,18 @@ def offered_pool(
     return runner_pool(run.pool, labelled, seed, cycle, sub)
 
 
-def build_acquirer(run: OpenRun, name: str) -> Any:
-    """The acquirer object as the run configured it (``acquirer_configs`` in config.yaml)."""
+def build_acquirer(run: OpenRun, name: str, **overrides: Any) -> Any:
+    """The acquirer object as the run configured it (``acquirer_configs`` in config.yaml; the
+    registry's config when the run has none), with ``overrides`` on top."""
     from omegaconf import OmegaConf
 
+    from active.acquirers.registry import acquirer_config
     from active.acquirers.registry import build_acquirer as build
 
     stored = run.cfg.get("acquirer_configs") or {}
     node = stored.get(name)
-    return build(OmegaConf.to_container(node, resolve=True) if node is not None else name)
+    node = node if node is not None else acquirer_config(name)
+    return build({**OmegaConf.to_container(node, resolve=True), **overrides})
 
 
 def orientation(acquirer: Any) -> float:
