@@ -63,7 +63,7 @@ def reference_entropy(hmap: np.ndarray, d: int, k: int, border: int, weights: st
     cands = sorted(zip(*np.nonzero(is_max), strict=True), key=lambda p: -hmap[p])
     kept: list[tuple[int, int]] = []
     for p in cands:
-        if all(max(abs(p[0] - q[0]), abs(p[1] - q[1])) > d for q in kept):
+        if all(max(abs(p[0] - q[0]), abs(p[1] - q[1])) >= d for q in kept):
             kept.append(p)
     v = np.array([hmap[p] for p in kept[:k]], dtype=np.float64)
     if len(v) == 0:

@@ -1,10 +1,13 @@
 """Local maxima of heatmaps, batched on the device (what skimage ``peak_local_max`` finds per map).
 
-A pixel is a peak when it equals the maximum of its (2d+1)^2 window (max-pooling, d = min_distance),
-exceeds the map's minimum (skimage's default ``threshold_abs``) and lies at least ``exclude_border``
-pixels from the edge. The ``num_peaks`` highest are kept, highest first. Two distinct-valued peaks
-are always more than d apart (Chebyshev), so skimage's spacing pass only matters for exact ties on a
-plateau: those are all kept here (measure zero on real network outputs).
+A pixel is a candidate when it equals the maximum of its (2d+1)^2 window (max-pooling,
+d = min_distance), exceeds the map's minimum (skimage's default ``threshold_abs``) and lies at least
+``exclude_border`` pixels from the edge. Then skimage's spacing rule: candidates are taken highest
+first (equal values in raster order, row by row) and each one kept drops every later candidate
+closer than d (Chebyshev distance < d); the first ``num_peaks`` kept are the peaks. Two candidates
+that close are always equal (each lies in the other's window), so the rule only thins plateaus of
+equal maxima to one pixel per d. Ties are not rare: bf16 rounding (8 bits of mantissa) makes the
+top pixels of a smooth peak equal, and keeping every tied pixel would count one peak as several.
 """
 
 from __future__ import annotations
@@ -54,8 +57,7 @@ def local_peaks(
         inside[b : rows - b, b : cols - b] = True
         mask &= inside
     k = min(int(num_peaks), rows * cols)
-    scores = torch.where(mask, h, torch.full_like(h, -math.inf)).reshape(n, j, rows * cols)
-    values, flat = scores.topk(k, dim=-1)
+    values, flat = _spaced_peaks(h.reshape(n, j, rows * cols), mask.reshape(n, j, -1), cols, d, k)
     valid = torch.isfinite(values)
     if fallback_argmax:
         best, where = h.reshape(n, j, -1).max(dim=-1)
@@ -65,6 +67,33 @@ def local_peaks(
         valid[..., 0] = True
     xy = torch.stack([flat % cols, flat // cols], dim=-1)
     return Peaks(values, xy, valid)
+
+
+def _spaced_peaks(
+    flat_maps: Tensor, candidate: Tensor, cols: int, d: int, k: int
+) -> tuple[Tensor, Tensor]:
+    """The first ``k`` candidates that skimage's spacing rule keeps: values (N, J, k) (-inf where
+    none is left) and flat positions (N, J, k) of maps (N, J, H*W) with a candidate mask.
+
+    Each round keeps the highest remaining candidate (lowest flat position among equal values, as
+    skimage's stable sort of raster-ordered candidates) and drops the candidates closer than d to
+    it. That is skimage's greedy pass exactly, since a candidate is only ever dropped by a kept
+    one; k rounds, each vectorised over every map.
+    """
+    pos = torch.arange(flat_maps.shape[-1], device=flat_maps.device)
+    x, y = pos % cols, torch.div(pos, cols, rounding_mode="floor")
+    scores = flat_maps.masked_fill(~candidate, -math.inf)  # dropped candidates become -inf
+    reach = max(d, 1)  # a kept candidate always drops itself
+    values, where = [], []
+    for _ in range(k):
+        top = scores.amax(dim=-1, keepdim=True)
+        first = (scores == top).to(torch.uint8).argmax(dim=-1, keepdim=True)  # first of a tie
+        found = torch.isfinite(top)
+        values.append(top)
+        where.append(first)
+        near = ((x - x[first]).abs() < reach) & ((y - y[first]).abs() < reach)
+        scores.masked_fill_(near & found, -math.inf)
+    return torch.cat(values, -1), torch.cat(where, -1)
 
 
 def peak_probabilities(peaks: Peaks, weights: PeakWeights = "softmax") -> Tensor:
