@@ -5,11 +5,17 @@ Every figure is images per second measured here on a small synthetic pool with r
 training (``train.time_training``: fit's step incl. the data path), inference
 (``evaluate.iterate_outputs``), acquisition per acquirer (``select`` on a pool with the context the
 experiment builds; images/s = pool images / seconds), and the data path per CPU core (per-sample
-albumentations vs the batch path). Each row names the row it replaces (the per-sample CPU path,
-or the CPU for a GPU row) and the ratio of the two measured numbers. The experiment estimate counts
-the images an experiment trains on, evaluates and scores (budgets, epochs, seeds, acquirers) and
-multiplies by the measured per-image costs. Timings are only as good as the machine is idle: the
-load average is printed and stored.
+albumentations vs the batch path). The real data path is timed on an MPII-size format-2 cache
+the bench builds once and reuses (``--data-rows``, default 17,000 stored 293 px windows = 4.4 GB,
+lzf, one chunk per row, cut from synthetic photos): ``cache read`` rows/s of random batches of 16
+(per-row lazy reads, the in-memory array, and the old h5py fancy-indexed read) and ``host step``,
+the host side of one paper-size training step (cut plan + rows into a pinned buffer; the warp
+runs on the device), both on one core. Each row names the row it replaces (the per-sample CPU
+path, the CPU for a GPU row, the fancy read for a cache read) and the ratio of the two measured
+numbers. The experiment estimate counts the images an experiment trains on, evaluates and scores
+(budgets, epochs, seeds, acquirers) and multiplies by the measured per-image costs; on a real
+dataset training is no faster than the host step allows. Timings are only as good as the
+machine is idle: the load average is printed and stored.
 """
 
 from __future__ import annotations
@@ -231,6 +237,232 @@ def bench_data_path(data, device, sizes, path, model: str) -> SpeedRow:
     )
 
 
+# -- the real data path: an MPII-size cache of stored windows ---------------------------------
+STORE_SIDE = 293  # configs/dataset/mpii.yaml store_size: the stored window side
+INPUT_SIDE = 256  # the paper model's input
+PHOTO_SIDE = 512  # synthetic "photos" the stored windows are cut from
+# The person's extent as a fraction of the photo: its 2 x extent stored window lies mostly inside
+# the photo (little black margin, as for most MPII persons), cut at a zoom of ~0.7.
+PHOTO_EXTENT = (0.35, 0.5)
+DATA_ROWS = 17_000  # full bench: 17,000 x 293 x 293 x 3 = 4.38 GB of images (MPII: ~25k persons)
+QUICK_DATA_ROWS = 96
+DISTINCT = 300  # distinct rendered persons, repeated to the cache's rows (rendering is ~12 ms each)
+QUICK_DISTINCT = 8
+READ_BATCH = 16  # configs/train/paper.yaml batch_size
+MARGIN_CACHE_VERSION = 2  # bump when the bench cache's contents change (the file name carries it)
+
+
+def default_data_cache() -> Path:
+    """Where the bench keeps its margin cache between runs (``$XDG_CACHE_HOME/alpose/bench``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "alpose" / "bench"
+
+
+def margin_cache_path(folder: Path, rows: int, distinct: int, compression: str) -> Path:
+    """The bench cache's file, named by everything that determines its bytes."""
+    name = f"bench-margin-{STORE_SIDE}px-{rows}rows-{distinct}persons-{compression}"
+    return Path(folder) / f"{name}-v{MARGIN_CACHE_VERSION}.h5"
+
+
+def build_margin_cache(
+    path: Path, rows: int, distinct: int, compression: str = "lzf", seed: int = 0
+) -> Path:
+    """Write a format-2 cache of ``rows`` persons as ``alpose prepare mpii`` would: synthetic
+    photos (PHOTO_SIDE px) cut into 293 px stored windows (``crops.cut_stored``) and the crop
+    fields of ``real_cache.finish_cache``; ``distinct`` rendered persons repeat to fill the rows
+    (their compressed chunks copied as they are). Images (rows, 293, 293, 3) uint8, one chunk per
+    row, ``compression`` lzf (as real caches) or none."""
+    import h5py
+
+    from hourglass.datasets import crops
+    from hourglass.datasets.cache import write_fields
+    from hourglass.datasets.real_cache import finish_cache
+    from hourglass.datasets.records import PersonTable
+    from hourglass.datasets.synthetic import SyntheticConfig, render_split
+    from hourglass.io import atomic_path
+    from hourglass.joints import MPII_JOINTS
+
+    distinct = max(1, min(distinct, rows))
+    lo, hi = PHOTO_EXTENT
+    gen = SyntheticConfig(size=PHOTO_SIDE, extent_min=lo, extent_max=hi)
+    photos = render_split("train", distinct, seed, gen)
+    present = photos.visibility >= 0
+    present[present.sum(1) < 2] = True  # a window needs two points
+    window = crops.joint_window(photos.joints, present)
+    spec = crops.CropSpec(size=INPUT_SIDE, store_size=STORE_SIDE)
+    to_stored = crops.store_affine(window, spec)
+    stored = np.stack(
+        [crops.cut_stored(photos.images[i], to_stored[i], STORE_SIDE) for i in range(distinct)]
+    )
+    boxes = photos.head_boxes
+    table = PersonTable(
+        image=[f"synthetic/{i:05d}.png" for i in range(distinct)],
+        joints=photos.joints.astype(np.float64),
+        visibility=photos.visibility,
+        normaliser=np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]),
+        split=np.zeros(distinct, np.uint8),
+        source_index=np.arange(distinct),
+        dataset="mpii",
+        joint_names=MPII_JOINTS,
+        normaliser_kind="head_diagonal",
+        info={"bench": "alpose bench margin cache"},
+    )
+    source = np.arange(rows) % distinct
+    table = table.take(source)
+    table.split = np.where(np.arange(rows) % 9 == 8, 1, 0).astype(np.uint8)  # ~11 % val (MPII)
+    image_wh = np.full((rows, 2), PHOTO_SIDE, np.int32)
+    provenance = {"bench_version": MARGIN_CACHE_VERSION, "rows": rows, "distinct": distinct}
+    fields = finish_cache(table, window[source], image_wh, spec, provenance)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        ds = f.create_dataset(
+            "images",
+            shape=(rows, STORE_SIDE, STORE_SIDE, 3),
+            dtype=np.uint8,
+            chunks=(1, STORE_SIDE, STORE_SIDE, 3),
+            compression=None if compression == "none" else compression,
+        )
+        ds[:distinct] = stored
+        f.flush()
+        chunks = [ds.id.read_direct_chunk((i, 0, 0, 0)) for i in range(distinct)]
+        for r in range(distinct, rows):
+            mask, data = chunks[r % distinct]
+            ds.id.write_direct_chunk((r, 0, 0, 0), data, mask)
+        write_fields(f, fields)
+    return path
+
+
+def margin_cache(
+    folder: Path, rows: int, distinct: int, compression: str, log=print
+) -> tuple[Path, float | None]:
+    """(the bench cache, seconds it took to build; None when an existing one was reused)."""
+    from hourglass.datasets.cache import open_for_reading
+
+    path = margin_cache_path(folder, rows, distinct, compression)
+    if path.is_file():
+        try:
+            with open_for_reading(path) as f:
+                if f["images"].shape[0] == rows and "window" in f:
+                    return path, None
+        except (OSError, KeyError):
+            pass  # unreadable: build it again
+    gb = rows * STORE_SIDE * STORE_SIDE * 3 / 1e9
+    log(f"  building the bench cache {path} ({rows} rows, {gb:.2f} GB of images) ...")
+    t0 = time.perf_counter()
+    build_margin_cache(path, rows, distinct, compression)
+    return path, time.perf_counter() - t0
+
+
+def _time_batches(read, n: int, batches: int, seed: int = 0) -> tuple[int, float]:
+    """(rows, seconds) of ``batches`` reads of READ_BATCH random rows (one warm-up read first)."""
+    rng = np.random.default_rng(seed)
+    read(rng.integers(0, n, READ_BATCH))
+    draws = [rng.integers(0, n, READ_BATCH) for _ in range(batches)]
+    t0 = time.perf_counter()
+    for idx in draws:
+        read(idx)
+    return batches * READ_BATCH, time.perf_counter() - t0
+
+
+def _fancy_read(ds, idx: np.ndarray) -> np.ndarray:
+    """The old lazy read: one h5py fancy-indexed read of the sorted unique rows, reordered."""
+    unique, inverse = np.unique(idx, return_inverse=True)
+    return ds[unique][inverse]
+
+
+def bench_cache_reads(path: Path, images: np.ndarray, batches: int) -> list[SpeedRow]:
+    """Rows/s of random batches of 16 rows: per-row lazy reads (``LazyImages.read_into``), the
+    in-memory array (``images``) and the old fancy-indexed read, each into one output buffer."""
+    from hourglass.datasets.cache import LazyImages, gather_rows, open_for_reading
+
+    cpu = torch.device("cpu")
+    lazy = LazyImages(path)
+    plain = open_for_reading(path)["images"]
+    n = len(lazy)
+    out = np.empty((READ_BATCH, *lazy.shape[1:]), np.uint8)
+    rows = []
+    k, sec = _time_batches(lambda idx: lazy.read_into(idx, out), n, batches)
+    rows.append(_row("cache read", "hourglass_paper", STORE_SIDE, cpu, "lazy", k, sec))
+    k, sec = _time_batches(lambda idx: gather_rows(images, idx, out), n, 20 * batches)
+    rows.append(_row("cache read", "hourglass_paper", STORE_SIDE, cpu, "memory", k, sec))
+    k, sec = _time_batches(lambda idx: _fancy_read(plain, idx), n, max(1, batches // 50))
+    rows.append(_row("cache read", "hourglass_paper", STORE_SIDE, cpu, "fancy", k, sec))
+    return rows
+
+
+def bench_host_step(data, steps: int, path: str, seed: int = 0) -> SpeedRow:
+    """The host side of one paper-size training step (batch 16) on a margin cache: the cut plan
+    (``views.cut_plan``: scale, flip and jitter draws, affine maps, joints), the rows read into
+    one pinned buffer (plain memory on a CPU-only torch), the warp's output-to-stored maps and
+    the targets' head-top pull. The warp, flip and heatmaps run on the device and are not counted."""
+    from hourglass.augment_batch import BatchAugmenter
+    from hourglass.datasets import crops
+    from hourglass.datasets.cache import gather_rows
+    from hourglass.datasets.views import cut_plan, target_joints
+    from hourglass.train_cli import train_config
+
+    aug = BatchAugmenter(train_config(_train_cfg("hourglass_paper")).augment)
+    aug.reseed(seed)
+    shape = (READ_BATCH, *data.images.shape[1:])
+    buffer = torch.empty(shape, dtype=torch.uint8, pin_memory=torch.cuda.is_available())
+    out = buffer.numpy()
+
+    def step(idx: np.ndarray) -> tuple:
+        to_out, box, joints, vis = cut_plan(data, idx, aug)
+        images = gather_rows(data.images, idx, out)
+        out_to_image = crops.invert(to_out)  # the warp's maps (views.window_maps), float32
+        stored_to_image = data.stored_to_image[idx].astype(np.float64)
+        out_to_stored = crops.compose(crops.invert(stored_to_image), out_to_image)
+        maps = [m.astype(np.float32) for m in (out_to_image, out_to_stored, box)]
+        return images, maps, target_joints(data, joints, vis), vis >= 0
+
+    rng = np.random.default_rng(seed)
+    train = data.indices("train")
+    step(rng.choice(train, READ_BATCH))
+    draws = [rng.choice(train, READ_BATCH) for _ in range(steps)]
+    t0 = time.perf_counter()
+    for idx in draws:
+        step(idx)
+    seconds = time.perf_counter() - t0
+    cpu = torch.device("cpu")
+    return _row("host step", "hourglass_paper", INPUT_SIDE, cpu, path, steps * READ_BATCH, seconds)
+
+
+def run_data_path(
+    folder: Path, rows: int, compression: str, quick: bool = False, log=print
+) -> tuple[list[SpeedRow], dict[str, Any]]:
+    """The data-path rows on the bench's MPII-size margin cache (built or reused), one thread;
+    and a description of the cache for the JSON."""
+    from hourglass.datasets.cache import load_cache
+
+    distinct = QUICK_DISTINCT if quick else DISTINCT
+    path, built = margin_cache(folder, rows, distinct, compression, log)
+    log(f"  data path on {path.name} ...")
+    out = _Rows(log)
+    with threads(1):
+        lazy = load_cache(path, in_memory=False)
+        lazy.target_head_pull = 0.8  # the paper's training targets
+        t0 = time.perf_counter()
+        ram = load_cache(path, in_memory=True)
+        load_s = time.perf_counter() - t0
+        ram.target_head_pull = 0.8
+        for r in bench_cache_reads(path, ram.images, 3 if quick else 200):
+            out.append(r)
+        out.append(bench_host_step(lazy, 3 if quick else 100, "lazy"))
+        out.append(bench_host_step(ram, 5 if quick else 1000, "memory"))
+    info = {
+        "path": str(path),
+        "rows": rows,
+        "distinct_persons": distinct,
+        "store_side": STORE_SIDE,
+        "compression": compression,
+        "image_gb": round(ram.images.nbytes / 1e9, 3),
+        "file_gb": round(path.stat().st_size / 1e9, 3),
+        "build_seconds": None if built is None else round(built, 1),
+        "in_memory_load_seconds": round(load_s, 2),
+    }
+    return list(out), info
+
+
 def acquisition_context(model, data, labelled, unlabelled, device, tcfg, aux=None):
     """The context ``Experiment.acquire`` builds (standard protocol, no progress bar)."""
     from active.acquirers.base import AcquisitionContext
@@ -276,12 +508,17 @@ def bench_acquirer(acq_name, name, data, device, sizes) -> SpeedRow:
 
 
 def link_baselines(rows: list[SpeedRow]) -> None:
-    """Name each row's baseline (the per-sample CPU path, or the CPU row of a GPU row) and set
-    ``ratio`` = images/s over the baseline's images/s (both measured)."""
+    """Name each row's baseline (the per-sample CPU path, or the CPU row of a GPU row; a cache
+    read: the fancy-indexed read; a host step: the per-sample CPU path) and set ``ratio`` =
+    images/s over the baseline's images/s (both measured)."""
     by_key = {r.key: r for r in rows}
     for r in rows:
         if r.what in ("train", "data path"):
             base = f"{r.what}|{r.model}|cpu|sample"
+        elif r.what == "cache read":  # the old fancy-indexed lazy read
+            base = f"cache read|{r.model}|cpu|fancy"
+        elif r.what == "host step":  # the per-sample CPU warp
+            base = f"data path|{r.model}|cpu|sample"
         else:
             base = f"{r.what}|{r.model}|cpu|{r.path}"
         if base == r.key or base not in by_key:
@@ -344,11 +581,9 @@ def split_sizes(cfg) -> tuple[dict[str, int], str]:
     except Exception:  # noqa: BLE001 - an unprepared or unknown cache: fall back below
         path = None
     if path is not None and Path(path).is_file():
-        import h5py
+        from hourglass.datasets.cache import SPLIT_NAMES, open_for_reading
 
-        from hourglass.datasets.cache import SPLIT_NAMES
-
-        with h5py.File(path, "r") as f:
+        with open_for_reading(path) as f:
             counts = np.bincount(f["split"][()], minlength=len(SPLIT_NAMES))
         return {n: int(c) for n, c in zip(SPLIT_NAMES, counts, strict=False)}, str(path)
     family = "lsp" if cfg.dataset.name.startswith("lsp") else cfg.dataset.name
@@ -394,13 +629,55 @@ def work_of(cfg, sizes: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def estimate(cfg, rows: list[SpeedRow], device: str, sizes: dict[str, int], source: str) -> dict:
-    """Wall time of the experiment from the measured per-image costs on ``device``."""
+def train_path(cfg, device: str) -> str:
+    """The bench row's augmentation path of a run on ``device``: ``batch`` on CUDA; on the CPU
+    ``train.augment.path`` (``auto`` = ``sample`` there)."""
+    if device == "cuda":
+        return "batch"
+    path = str(cfg.train.augment.get("path", "sample"))
+    return "sample" if path == "auto" else path
+
+
+def host_side(cfg, rows: list[dict], sizes: dict[str, int]) -> tuple[float, str, str] | None:
+    """(host-side images/s per core of a training step, ``lazy`` or ``memory``, why) for an
+    experiment on a real (margin) dataset, from the bench's ``host step`` rows: the in-memory row
+    when ``dataset.in_memory`` (null: the memory rule of ``cache.memory_choice`` on this machine)
+    keeps the images in RAM, else the lazy row. None for the synthetic set or without the rows."""
+    from hourglass.datasets.cache import memory_choice
+
+    if str(cfg.dataset.name) == "synthetic":
+        return None
+    side = int(cfg.dataset.get("store_size") or STORE_SIDE)
+    nbytes = sum(int(v) for v in sizes.values()) * side * side * 3
+    setting = cfg.dataset.get("in_memory")
+    keep, why = memory_choice(nbytes, None if setting is None else bool(setting))
+    path = "memory" if keep else "lazy"
+    for r in rows:
+        if r.get("what") == "host step" and r.get("path") == path and r.get("images_per_s"):
+            return float(r["images_per_s"]), path, why
+    return None
+
+
+def estimate(
+    cfg,
+    rows: list[SpeedRow],
+    device: str,
+    sizes: dict[str, int],
+    source: str,
+    threads: int = 1,
+) -> dict:
+    """Wall time of the experiment from the measured per-image costs on ``device``. On a real
+    dataset training is also bounded by the host side of its steps (``host_side``, per core,
+    times ``threads``; ``workload.train_rate``)."""
+    from active.workload import train_rate
+
     model = str(cfg.model.name)
     work = work_of(cfg, sizes)
-    path = "batch" if device == "cuda" else str(cfg.train.augment.get("path", "sample"))
+    path = train_path(cfg, device)
     find = {r.key: r for r in rows}
-    train = find[f"train|{model}|{device}|{path}"].images_per_s
+    step = find[f"train|{model}|{device}|{path}"].images_per_s
+    host = host_side(cfg, [asdict(r) for r in rows], sizes)
+    train = train_rate(step, host[0] if host else None, threads)
     infer = find[f"inference|{model}|{device}|-"].images_per_s
     seconds = {
         "train": work["train_images"] / train,
@@ -420,6 +697,11 @@ def estimate(cfg, rows: list[SpeedRow], device: str, sizes: dict[str, int], sour
         "splits_from": source,
         **work,
         "train_images_per_s": train,
+        "train_step_images_per_s": step,
+        "host_images_per_s_per_core": host[0] if host else None,
+        "host_reads": f"{host[1]} ({host[2]})" if host else None,
+        "threads": threads,
+        "train_bound": "host data path" if train < step else "training step",
         "inference_images_per_s": infer,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "total_hours": round(total / 3600, 2),
@@ -465,7 +747,18 @@ def format_estimate(est: dict) -> str:
         f"{est['inference_images']:,.0f} evaluated, {est['scored_images_per_acquirer']:,.0f} scored "
         f"per acquirer (splits: {est['splits_from']})\n"
         f"estimated wall time on {est['device']} ({est['model']}, {est['train_path']} path): "
-        f"{est['total_hours']:.2f} h  [{parts}]"
+        f"{est['total_hours']:.2f} h  [{parts}]" + _host_note(est)
+    )
+
+
+def _host_note(est: dict) -> str:
+    host = est.get("host_images_per_s_per_core")
+    if not host:
+        return ""
+    return (
+        f"\ntraining at {est['train_images_per_s']:,.1f} img/s, bounded by the "
+        f"{est['train_bound']} (step {est['train_step_images_per_s']:,.1f} img/s; host side "
+        f"{host:,.0f} img/s per core x {est['threads']}, {est['host_reads']} reads)"
     )
 
 
@@ -510,13 +803,36 @@ def run_speed(args: argparse.Namespace) -> int:
         rows += run_model(
             name, devices, acq, cpu_threads, args.quick, log=lambda m: print(m, flush=True)
         )
+    data_cache = None
+    data_rows = args.data_rows
+    if data_rows is None:  # an experiment on the synthetic set reads no margin cache
+        synthetic = cfg is not None and str(cfg.dataset.name) == "synthetic"
+        data_rows = 0 if synthetic else QUICK_DATA_ROWS if args.quick else DATA_ROWS
+    if data_rows > 0:
+        folder = Path(args.data_cache) if args.data_cache else default_data_cache()
+        more, data_cache = run_data_path(
+            folder, data_rows, args.data_compression, args.quick, log=lambda m: print(m, flush=True)
+        )
+        rows += more
     link_baselines(rows)
     print(format_table(rows))
     load_after = os.getloadavg()[0]
     print(
         f"load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores; "
-        "data path rows use one thread (per core); ratio = img/s over the 'vs' row's img/s"
+        "data path, cache read and host step rows use one thread (per core); ratio = img/s "
+        "over the 'vs' row's img/s"
     )
+    if data_cache is not None:
+        built = data_cache["build_seconds"]
+        print(
+            f"cache read / host step: {data_cache['rows']} rows of {STORE_SIDE} px "
+            f"({data_cache['image_gb']:.2f} GB of images, {data_cache['file_gb']:.2f} GB on disk, "
+            f"{data_cache['compression']}; "
+            + (f"built in {built:.0f} s" if built is not None else "reused")
+            + f"; in-memory load {data_cache['in_memory_load_seconds']:.1f} s); cache read "
+            "img/s = rows/s of random batches of 16 (fancy: the old h5py fancy-indexed read); "
+            "host step = cut plan + rows into a pinned buffer, no warp or targets (device work)"
+        )
     payload: dict[str, Any] = {
         "bench": "speed",
         "cpu_threads": cpu_threads,
@@ -525,10 +841,11 @@ def run_speed(args: argparse.Namespace) -> int:
         "load_after": round(load_after, 2),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "rows": [asdict(r) for r in rows],
+        "data_cache": data_cache,
     }
     if cfg is not None:
         sizes, source = split_sizes(cfg)
-        ests = [estimate(cfg, rows, d.type, sizes, source) for d in devices]
+        ests = [estimate(cfg, rows, d.type, sizes, source, cpu_threads) for d in devices]
         for e in ests:
             print(format_estimate(e))
         payload["estimate"] = ests
@@ -564,4 +881,23 @@ def speed_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
+    p.add_argument(
+        "--data-rows",
+        type=int,
+        default=None,
+        help=f"rows of the MPII-size bench cache for the cache read and host step rows "
+        f"(default {DATA_ROWS:,}, --quick {QUICK_DATA_ROWS}; 0 = skip them)",
+    )
+    p.add_argument(
+        "--data-cache",
+        default=None,
+        metavar="DIR",
+        help="folder of the bench cache, reused when present (default ~/.cache/alpose/bench)",
+    )
+    p.add_argument(
+        "--data-compression",
+        default="lzf",
+        choices=["lzf", "none"],
+        help="the bench cache's image compression (real caches: lzf)",
+    )
     p.add_argument("--json", default=None, metavar="OUT", help="also write the rows as JSON")

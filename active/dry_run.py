@@ -3,8 +3,9 @@
 Nothing is trained, rendered or written. Cells come from each ``state.json`` under the result
 folder. The training cost is (labelled persons x training fraction x epochs) summed over the cycles
 still to run, divided by a training speed in images/s: from ``alpose bench``'s JSON (``bench=PATH``,
-else ``<runs>/bench.json``) when there is one, else from this run's own ``metrics.csv`` timing
-columns; acquisition time is added per acquirer where finished cycles measured it.
+else ``<runs>/bench.json``) when there is one (on a real dataset no faster than the bench's
+host-side data path, ``host_bound``), else from this run's own ``metrics.csv`` timing columns;
+acquisition time is added per acquirer where finished cycles measured it.
 """
 
 from __future__ import annotations
@@ -147,10 +148,39 @@ def bench_speed(path: Path, cfg: DictConfig) -> Speed | None:
     rows = data.get("rows") if isinstance(data, dict) else None
     if isinstance(rows, list) and any(isinstance(r, dict) and "what" in r for r in rows):
         device = run_device(cfg)
-        train_path = "batch" if device == "cuda" else str(cfg.train.augment.get("path", "sample"))
-        return _rows_speed(rows, model, device, train_path, f"alpose bench results {path}")
+        from active.bench_speed import train_path
+
+        source = f"alpose bench results {path}"
+        speed = _rows_speed(rows, model, device, train_path(cfg, device), source)
+        threads = data.get("cpu_threads") or 1
+        return None if speed is None else host_bound(speed, rows, cfg, int(threads))
     rate = find_rate(data, model)
     return Speed(rate, f"alpose bench results {path}") if rate else None
+
+
+def host_bound(speed: Speed, rows: list[dict], cfg: DictConfig, threads: int) -> Speed:
+    """``speed`` with training no faster than the host side of its steps on a real dataset (the
+    bench's ``host step`` rows; ``workload.train_rate``), as ``alpose bench experiment=`` does."""
+    from active.bench_speed import host_side
+    from active.bench_speed import split_sizes as sizes_of
+    from active.workload import train_rate
+    from hourglass.errors import AlposeError
+
+    try:
+        sizes, _ = sizes_of(cfg)
+    except AlposeError:
+        return speed
+    host = host_side(cfg, [r for r in rows if isinstance(r, dict)], sizes)
+    if host is None:
+        return speed
+    rate = train_rate(speed.train, host[0], threads)
+    if rate < speed.train:
+        speed.source += (
+            f"; bounded by the host data path: {host[0]:,.0f} images/s per core x {threads} "
+            f"threads, {host[1]} reads ({host[2]})"
+        )
+        speed.train = rate
+    return speed
 
 
 def split_sizes(cfg: DictConfig) -> Sizes | None:

@@ -35,3 +35,13 @@ def acquirer_subsample(cfg: Any, name: str) -> int | None:
     run_wide = cfg.get("pool_subsample")
     value = own or run_wide
     return int(value) if value else None
+
+
+def train_rate(step_images_per_s: float, host_images_per_s: float | None, threads: int) -> float:
+    """Training images/s when each image also costs host-side data work (cache read, cut plan,
+    batch assembly; ``host_images_per_s`` per core, None = none measured): the time per image is
+    at least the step's and at least the host's divided by ``threads`` (the two overlap when
+    batches are built ahead, so the slower one sets the pace)."""
+    if not host_images_per_s or host_images_per_s <= 0:
+        return step_images_per_s
+    return min(step_images_per_s, host_images_per_s * max(int(threads), 1))

@@ -23,6 +23,10 @@ def test_bench_writes_rows_with_ratios_of_the_measured_numbers(cli, tmp_path):
         "cpu",
         "--threads",
         "1",
+        "--data-cache",
+        str(tmp_path / "bench-cache"),
+        "--data-rows",
+        "40",
         "--json",
         str(out),
     )
@@ -37,6 +41,11 @@ def test_bench_writes_rows_with_ratios_of_the_measured_numbers(cli, tmp_path):
         ("inference", "-"),
         ("acquire random", "-"),
         ("acquire multipeak", "-"),
+        ("cache read", "lazy"),
+        ("cache read", "memory"),
+        ("cache read", "fancy"),
+        ("host step", "lazy"),
+        ("host step", "memory"),
     }
     for r in payload["rows"]:
         assert r["images"] > 0 and r["seconds"] > 0

@@ -37,7 +37,10 @@ File attributes: ``format_version``, ``dataset``, ``joint_names``, ``image_size`
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,49 +53,182 @@ from hourglass.io import atomic_path
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # format 1 = no margin fields; still written for such caches
 SPLIT_NAMES = ("train", "val", "test")
-# Caches whose images exceed this many bytes stay on disk and are read per batch (LazyImages).
-IN_MEMORY_LIMIT = 2 * 1024**3
+# dataset.in_memory=null: images are read into memory when they take at most this share of the
+# machine's available memory (MemAvailable), else served from disk per batch (LazyImages).
+MEMORY_SHARE = 0.5
+# Words of an OSError that says HDF5 could not lock the file (not that the file is damaged).
+LOCK_WORDS = ("file locking", "unable to lock", "errno = 38", "function not implemented")
+
+
+def open_for_reading(path: str | Path) -> h5py.File:
+    """``h5py.File(path, "r")`` without HDF5 file locking.
+
+    A reader needs no lock, and locking fails with errno 38 (ENOSYS) on file systems without
+    POSIX locks (Lustre, some NFS). Raises OSError as h5py does.
+    """
+    try:
+        return h5py.File(path, "r", locking=False)
+    except (TypeError, ValueError):  # an HDF5 library older than 1.10.7 has no locking option
+        return h5py.File(path, "r")
+
+
+def is_lock_error(err: BaseException) -> bool:
+    """True when an OSError is HDF5 failing to lock a file rather than a damaged file."""
+    text = str(err).lower()
+    return getattr(err, "errno", None) == errno.ENOSYS or any(w in text for w in LOCK_WORDS)
+
+
+def read_error(path: str | Path, err: BaseException, prepare_hint: str) -> AlposeError:
+    """The one-line error for a cache that cannot be read: a lock failure or damage."""
+    if is_lock_error(err):
+        return AlposeError(
+            f"cannot open the dataset cache {path}: HDF5 could not lock the file ({err}); the "
+            "file system does not support HDF5 file locking (Lustre, NFS), or the file is open "
+            "elsewhere with other locking settings: set HDF5_USE_FILE_LOCKING=FALSE in the "
+            "environment and run again (a lock failure, not a damaged file)"
+        )
+    return AlposeError(
+        f"cannot read dataset cache {path} ({err}); delete it and re-create it with `{prepare_hint}`"
+    )
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation without swapping (Linux MemAvailable;
+    elsewhere the free physical pages); 0 when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
+
+
+def memory_choice(
+    nbytes: int, in_memory: bool | None, available: int | None = None
+) -> tuple[bool, str]:
+    """(keep the images in memory?, why) for ``nbytes`` of images.
+
+    ``in_memory`` True/False decides; None keeps them when they take at most ``MEMORY_SHARE`` of
+    ``available`` bytes (default: :func:`available_memory` now), leaving the rest for the model,
+    the batches and other processes.
+    """
+    if in_memory is not None:
+        return bool(in_memory), f"dataset.in_memory={str(bool(in_memory)).lower()}"
+    available = available_memory() if available is None else int(available)
+    if nbytes <= MEMORY_SHARE * available:
+        return True, f"{_size(available)} available"
+    return False, (
+        f"only {_size(available)} available, images may take {MEMORY_SHARE:.0%} of it; "
+        "dataset.in_memory=true forces memory"
+    )
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)  # stdout: stderr carries only the one error line
 
 
 class LazyImages:
-    """Read-on-demand view of an HDF5 ``images`` dataset: ``images[idx]`` reads only those rows.
+    """Read-on-demand view of an HDF5 ``images`` dataset (N, T, T, 3): ``images[idx]`` reads only
+    those rows, each one compressed chunk, straight into the output array.
 
-    Any integer index array works (unsorted, repeated); rows are read in sorted order as HDF5
-    needs and put back in the order asked for. Each row is one compressed chunk.
+    Rows are read one by one (h5py's fancy indexing is ~100x slower per row); any index works
+    (unsorted, repeated, negative, a bool mask, a slice) and rows come back in the order asked
+    for. :meth:`read_into` fills a caller's buffer (e.g. pinned memory for a device copy).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, prepare_hint: str = "alpose prepare ...") -> None:
         self.path = Path(path)
-        self._file = h5py.File(self.path, "r")
+        self.prepare_hint = prepare_hint  # named by a read error: the command that re-creates it
+        try:
+            self._file = open_for_reading(self.path)
+        except OSError as err:  # also on unpickling in a worker process
+            raise read_error(self.path, err, prepare_hint) from None
         self._ds = self._file["images"]
         self.shape = tuple(self._ds.shape)
         self.dtype = self._ds.dtype
         self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        self._row_space = h5py.h5s.create_simple(self.shape[1:])
+        self._file_space = self._ds.id.get_space()
+        self._lock = threading.Lock()  # the file-space selection is shared by the reads
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, idx):
-        if isinstance(idx, (int, np.integer)):
-            return self._ds[int(idx)]
+    def _rows(self, idx) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Flat int64 row numbers (0..N-1) of an index, and the index's shape."""
+        n = self.shape[0]
+        if isinstance(idx, slice):
+            idx = np.arange(*idx.indices(n))
         idx = np.asarray(idx)
         if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise IndexError(f"boolean index of shape {idx.shape} for {n} rows")
             idx = np.flatnonzero(idx)
-        unique, inverse = np.unique(idx.astype(np.int64), return_inverse=True)
+        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+            raise IndexError(f"row indices must be integers, got {idx.dtype}")
+        flat = idx.astype(np.int64).ravel()
+        if flat.size and (flat.min() < -n or flat.max() >= n):
+            raise IndexError(f"row index out of range for {n} rows")
+        return np.where(flat < 0, flat + n, flat), idx.shape
+
+    def read_into(self, idx, out: np.ndarray) -> np.ndarray:
+        """Read rows ``idx`` into ``out`` (len(idx), T, T, 3), C-contiguous, this dtype; returns
+        ``out``. A repeated row is read once and copied."""
+        rows, _ = self._rows(idx)
+        if out.shape != (len(rows), *self.shape[1:]) or out.dtype != self.dtype:
+            raise ValueError(
+                f"out has shape {out.shape} {out.dtype}, need {(len(rows), *self.shape[1:])} "
+                f"{self.dtype}"
+            )
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError("out must be a writeable C-contiguous array")
+        first: dict[int, int] = {}
+        count = (1, *self.shape[1:])
         try:
-            rows = self._ds[unique]
+            with self._lock:
+                for k, r in enumerate(rows.tolist()):
+                    seen = first.setdefault(r, k)
+                    if seen != k:
+                        out[k] = out[seen]
+                        continue
+                    self._file_space.select_hyperslab((r, 0, 0, 0), count)
+                    self._ds.id.read(self._row_space, self._file_space, out[k])
         except OSError as err:  # a damaged chunk (filter failure) or a truncated file
             raise AlposeError(
                 f"cannot read images from the dataset cache {self.path} ({err}); delete it and "
-                "re-create it with `alpose prepare ...` (alpose run re-renders a synthetic one)"
+                f"re-create it with `{self.prepare_hint}` (alpose run re-renders a synthetic one)"
             ) from None
-        return rows[inverse.reshape(idx.shape)]
+        return out
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return self.read_into([idx], np.empty((1, *self.shape[1:]), self.dtype))[0]
+        rows, shape = self._rows(idx)
+        out = self.read_into(rows, np.empty((len(rows), *self.shape[1:]), self.dtype))
+        return out.reshape(*shape, *self.shape[1:])
 
     def __getstate__(self) -> dict:
-        return {"path": self.path}
+        return {"path": self.path, "prepare_hint": self.prepare_hint}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"])
+        self.__init__(state["path"], state.get("prepare_hint", "alpose prepare ..."))
+
+
+def gather_rows(images: np.ndarray | LazyImages, idx, out: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of an in-memory image array or :class:`LazyImages` into ``out``
+    (len(idx), T, T, 3) (e.g. the numpy view of a pinned tensor); returns ``out``."""
+    if isinstance(images, LazyImages):
+        return images.read_into(idx, out)
+    return np.take(images, np.asarray(idx, dtype=np.int64), axis=0, out=out)
 
 
 @dataclass
@@ -221,15 +357,18 @@ def load_cache(
 ) -> PoseCache:
     """Read a cache written by :func:`write_cache`.
 
-    Images are read into memory when ``in_memory`` (default: when they take less than
-    ``IN_MEMORY_LIMIT`` bytes), else served from disk per batch by :class:`LazyImages`.
-    A missing file names the command that creates it; a wrong format version asks to re-prepare.
+    Images are read into memory when ``in_memory``, served from disk per batch by
+    :class:`LazyImages` when not, and by default (None) read into memory when they take at most
+    ``MEMORY_SHARE`` of the machine's available memory (:func:`memory_choice`); one line on
+    stdout says which and why. The file is opened without HDF5 locking. A missing file names the
+    command that creates it; a wrong format version or a damaged file asks to re-create it; a
+    file system without HDF5 locking is named as such (the file is not damaged).
     """
     path = Path(path)
     if not path.is_file():
         raise AlposeError(f"no dataset cache at {path}; create it with `{prepare_hint}`")
     try:
-        with h5py.File(path, "r") as f:
+        with open_for_reading(path) as f:
             version = int(f.attrs.get("format_version", -1))
             if version not in READABLE_VERSIONS:
                 raise AlposeError(
@@ -239,10 +378,12 @@ def load_cache(
             attrs = dict(f.attrs)
             ds = f["images"]
             nbytes = int(np.prod(ds.shape)) * ds.dtype.itemsize
-            keep = in_memory if in_memory is not None else nbytes < IN_MEMORY_LIMIT
+            keep, why = memory_choice(nbytes, in_memory)
+            where = "read into memory" if keep else "served from disk per batch"
+            _log(f"dataset cache {path.name}: {_size(nbytes)} of images {where} ({why})")
             margin = "window" in f
             return PoseCache(
-                images=ds[...] if keep else LazyImages(path),
+                images=ds[...] if keep else LazyImages(path, prepare_hint),
                 stored_to_image=f["stored_to_image"][...] if margin else None,
                 window=f["window"][...] if margin else None,
                 image_wh=f["image_wh"][...] if margin else None,
@@ -265,6 +406,4 @@ def load_cache(
     except AlposeError:
         raise
     except (OSError, KeyError) as err:
-        raise AlposeError(
-            f"cannot read dataset cache {path} ({err}); delete it and re-create it with `{prepare_hint}`"
-        ) from None
+        raise read_error(path, err, prepare_hint) from None

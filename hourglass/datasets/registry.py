@@ -87,7 +87,10 @@ def prepare_command(cfg: DictConfig | dict, data_dir: str | Path = "data") -> st
 def load_dataset(cfg: DictConfig | dict, data_dir: str | Path) -> PoseCache:
     """Load the cache of a dataset config; a missing one names the command that creates it.
 
-    ``in_memory`` (default: by size) and ``head_pull`` (training targets; paper 0.8) come from it.
+    ``in_memory`` and ``head_pull`` (training targets; paper 0.8) come from it. ``in_memory``:
+    true reads the images into RAM, false serves them from disk per batch, null (default) reads
+    them into RAM when they take at most half of the machine's available memory
+    (``cache.memory_choice``); the load prints which and why.
     """
     c = _plain(cfg)
     in_memory = c.get("in_memory")
