@@ -699,7 +699,8 @@ def estimate(
         "train_images_per_s": train,
         "train_step_images_per_s": step,
         "host_images_per_s_per_core": host[0] if host else None,
-        "host_reads": f"{host[1]} ({host[2]})" if host else None,
+        "host_reads": host[1] if host else None,  # memory | lazy (dataset.in_memory's rule)
+        "host_reads_why": host[2] if host else None,
         "threads": threads,
         "train_bound": "host data path" if train < step else "training step",
         "inference_images_per_s": infer,
@@ -758,7 +759,8 @@ def _host_note(est: dict) -> str:
     return (
         f"\ntraining at {est['train_images_per_s']:,.1f} img/s, bounded by the "
         f"{est['train_bound']} (step {est['train_step_images_per_s']:,.1f} img/s; host side "
-        f"{host:,.0f} img/s per core x {est['threads']}, {est['host_reads']} reads)"
+        f"{host:,.0f} img/s per core x {est['threads']}, {est['host_reads']} reads: "
+        f"{est['host_reads_why']})"
     )
 
 

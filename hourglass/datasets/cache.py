@@ -140,7 +140,7 @@ class LazyImages:
     """Read-on-demand view of an HDF5 ``images`` dataset (N, T, T, 3): ``images[idx]`` reads only
     those rows, each one compressed chunk, straight into the output array.
 
-    Rows are read one by one (h5py's fancy indexing is ~100x slower per row); any index works
+    Rows are read one by one (h5py's fancy indexing is 20-100x slower per row); any index works
     (unsorted, repeated, negative, a bool mask, a slice) and rows come back in the order asked
     for. :meth:`read_into` fills a caller's buffer (e.g. pinned memory for a device copy).
     """
