@@ -1,37 +1,70 @@
-"""Batch augmentation on the model's device (``train.augment.path=batch``).
+"""Batch augmentation on the model's device (``train.augment.path``), and the staging of batches.
 
-The per-sample path (``augment.PoseAugmenter``: albumentations, one crop at a time on the CPU)
-stays the default. This path draws the same distributions (flip p, shift, zoom, rotation; shifts in
-whole pixels as albumentations draws them) for a whole batch at once (``augment.sample_jitter``)
-and warps every crop with one bilinear ``grid_sample`` on the device (``views.sample_affine``, the
-maths real caches use). Caches stored with a margin (real photos) take their usual cut
-(``views.cut_plan``, the same random draws as the per-sample path), warped on the device too.
-The result goes straight to the model: float (B, 3, S, S) channels-last, ``uint8 / 256`` values.
+``train.augment.path``: ``auto`` (the default) is ``batch`` on CUDA and ``sample`` on the CPU, so
+CPU results are those of the per-sample path; ``sample`` is ``augment.PoseAugmenter``
+(albumentations, one crop at a time on the CPU); ``batch`` draws the same distributions (flip p,
+shift, zoom, rotation; shifts in whole pixels as albumentations draws them) for a whole batch at
+once (``augment.sample_jitter``) and warps every crop with one bilinear ``grid_sample`` on the
+device (``views.sample_affine``, the maths real caches use). Caches stored with a margin (real
+photos) take their usual cut (``views.cut_plan``, the same random draws as the per-sample path),
+warped on the device too.
+
+A batch is made in two parts: :func:`stage_batch` does the host work (index gather, cache read,
+random draws, maps) and queues the copies to the device (pinned, non-blocking on CUDA), so it can
+run ahead in the feeder's thread (``feeder.Prefetcher``); :func:`finish_batch` does the device
+work in the training thread. The result: float (B, 3, S, S) channels-last, ``uint8 / 256`` values.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+from torch import Tensor
 
-from hourglass.augment import AugmentConfig, sample_jitter
+from hourglass.augment import AugmentConfig, PoseAugmenter, sample_jitter
 from hourglass.datasets import crops
 from hourglass.datasets.cache import PoseCache
-from hourglass.datasets.views import cut_plan, sample_affine, target_joints, warp_windows
+from hourglass.datasets.views import (
+    cut_plan,
+    input_tensor,
+    model_batch,
+    sample_affine,
+    target_joints,
+    warp_mapped,
+    window_maps,
+)
 from hourglass.errors import AlposeError
+from hourglass.feeder import to_device
 from hourglass.joints import flip_permutation
 
-AUGMENT_PATHS = ("sample", "batch")
+AUGMENT_PATHS = ("auto", "sample", "batch")
 
 # A no-margin cache is copied to the accelerator once when it is at most this big.
 DEVICE_COPY_LIMIT = 4 * 1024**3
 
 
 def check_path(path: str) -> str:
-    """``train.augment.path`` checked: ``sample`` or ``batch``."""
+    """``train.augment.path`` checked: ``auto``, ``sample`` or ``batch``."""
     if path not in AUGMENT_PATHS:
         raise AlposeError(f"train.augment.path={path!r}: use one of {', '.join(AUGMENT_PATHS)}")
     return path
+
+
+def resolve_path(path: str, device: torch.device) -> str:
+    """The augmentation path a fit on ``device`` takes: ``auto`` = ``batch`` on CUDA, else
+    ``sample``; ``sample`` and ``batch`` as given."""
+    if check_path(path) == "auto":
+        return "batch" if device.type == "cuda" else "sample"
+    return path
+
+
+def make_augmenter(cfg: AugmentConfig, device: torch.device) -> PoseAugmenter | BatchAugmenter:
+    """The augmenter of ``cfg.path`` (resolved for ``device``)."""
+    if resolve_path(cfg.path, device) == "batch":
+        return BatchAugmenter(cfg)
+    return PoseAugmenter(cfg)
 
 
 class BatchAugmenter:
@@ -50,6 +83,44 @@ class BatchAugmenter:
         return sample_jitter(self.rng, self.cfg, n, size, whole_pixels=True)
 
 
+@dataclass
+class Staged:
+    """A batch whose host work is done, with its arrays on (or being copied to) the device.
+
+    kind: ``crops`` (pixels are the model crops (B, S, S, 3)), ``jitter`` (crops still to be
+    warped by ``maps[0]``, output -> input (B, 2, 3)) or ``windows`` (stored windows (B, T, T, 3)
+    and their ``views.window_maps``); pixels uint8. joints (B, J, 2) float32 and present (B, J)
+    bool (the joints that get a target) on the device; host_joints and vis on the host; size: S.
+    """
+
+    kind: str
+    size: int
+    pixels: Tensor
+    maps: tuple[Tensor, ...]
+    joints: Tensor
+    present: Tensor
+    host_joints: np.ndarray
+    vis: np.ndarray
+
+
+def relabel(
+    joints: np.ndarray, vis: np.ndarray, maps: np.ndarray, flips: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Joints (B, J, 2) float32 under per-crop maps and visibility (B, J), flipped ones relabelled."""
+    joints, vis = np.array(joints, np.float64), np.array(vis, copy=True)
+    if flips.any():
+        perm = flip_permutation(vis.shape[1])
+        joints[flips] = joints[flips][:, perm]
+        vis[flips] = vis[flips][:, perm]
+    return crops.apply(maps, joints).astype(np.float32), vis
+
+
+def _jitter(images: Tensor, out_to_src: np.ndarray | Tensor) -> Tensor:
+    """Crops (B, S, S, 3) uint8 warped by output -> input maps: float (B, 3, S, S), whole values."""
+    x = images.permute(0, 3, 1, 2).float()
+    return sample_affine(x, out_to_src, images.shape[1]).round_().clamp_(0, 255)
+
+
 def warp_crops(
     images: torch.Tensor, joints: np.ndarray, vis: np.ndarray, maps: np.ndarray, flips: np.ndarray
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -59,15 +130,7 @@ def warp_crops(
     float32; visibility (B, J)). The output pixel p samples the input at maps^-1(p), bilinear,
     zero outside (``border_mode=constant 0`` of the per-sample path).
     """
-    size = images.shape[1]
-    x = images.permute(0, 3, 1, 2).float()
-    out = sample_affine(x, crops.invert(maps), size).round_().clamp_(0, 255)
-    joints, vis = np.array(joints, np.float64), np.array(vis, copy=True)
-    if flips.any():
-        perm = flip_permutation(vis.shape[1])
-        joints[flips] = joints[flips][:, perm]
-        vis[flips] = vis[flips][:, perm]
-    return out, crops.apply(maps, joints).astype(np.float32), vis
+    return (_jitter(images, crops.invert(maps)), *relabel(joints, vis, maps, flips))
 
 
 def device_images(data: PoseCache, device: torch.device) -> torch.Tensor | None:
@@ -85,6 +148,72 @@ def device_images(data: PoseCache, device: torch.device) -> torch.Tensor | None:
     return data.__dict__[key]
 
 
+def _gather(data: PoseCache, idx: np.ndarray, device: torch.device) -> Tensor:
+    """Crops (B, S, S, 3) uint8 of a no-margin cache on ``device`` (from its device copy if any)."""
+    resident = device_images(data, device)
+    if resident is not None:
+        return resident[to_device(idx, resident.device)]
+    return to_device(data.images[idx], device)
+
+
+def stage_batch(
+    data: PoseCache,
+    idx: np.ndarray,
+    augmenter: PoseAugmenter | BatchAugmenter | None,
+    device: torch.device,
+) -> Staged:
+    """The host work of a batch (random draws from ``augmenter`` in call order) and its copies to
+    ``device``. ``PoseAugmenter`` or None: ``views.model_batch`` (None = the evaluation crop);
+    ``BatchAugmenter``: the draws and maps of the device warp. Joints carry the head-top pull."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if not isinstance(augmenter, BatchAugmenter):
+        images, joints, vis = model_batch(data, idx, augmenter)
+        pixels = to_device(images, device)
+        return _staged("crops", data.image_size, pixels, (), joints, vis, device)
+    augment = augmenter.cfg.enabled
+    if data.has_margin:
+        to_out, box, joints, vis = cut_plan(data, idx, augmenter if augment else None)
+        pixels = to_device(data.images[idx], device)
+        maps = window_maps(data.stored_to_image[idx], to_out, box)
+        kind = "windows"
+    else:
+        pixels, maps, kind = _gather(data, idx, device), (), "crops"
+        joints, vis = data.joints[idx], data.visibility[idx]
+        if augment:
+            forward, flips = augmenter.draw(len(idx), data.image_size)
+            joints, vis = relabel(joints, vis, forward, flips)
+            maps, kind = (torch.from_numpy(crops.invert(forward)).float(),), "jitter"
+    maps = tuple(to_device(m, device) for m in maps)
+    joints = target_joints(data, joints, vis)
+    return _staged(kind, data.image_size, pixels, maps, joints, vis, device)
+
+
+def _staged(
+    kind: str,
+    size: int,
+    pixels: Tensor,
+    maps: tuple[Tensor, ...],
+    joints: np.ndarray,
+    vis: np.ndarray,
+    device: torch.device,
+) -> Staged:
+    """A :class:`Staged` with the target joints and their presence copied to ``device``."""
+    joints_t = to_device(torch.from_numpy(np.ascontiguousarray(joints)).float(), device)
+    present = to_device(np.ascontiguousarray(vis >= 0), device)
+    return Staged(kind, size, pixels, maps, joints_t, present, joints, vis)
+
+
+def finish_batch(staged: Staged) -> Tensor:
+    """The device work of a staged batch: the model input float (B, 3, S, S) channels-last."""
+    if staged.kind == "windows":
+        x = warp_mapped(staged.pixels, staged.maps, staged.size)  # type: ignore[arg-type]
+        return x.div_(256.0).contiguous(memory_format=torch.channels_last)
+    if staged.kind == "jitter":
+        x = _jitter(staged.pixels, staged.maps[0])
+        return x.div_(256.0).contiguous(memory_format=torch.channels_last)
+    return input_tensor(staged.pixels)
+
+
 def device_batch(
     data: PoseCache, idx: np.ndarray, augmenter: BatchAugmenter | None, device: torch.device
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -92,23 +221,5 @@ def device_batch(
 
     Joints carry the head-top pull like ``views.model_batch``; no augmenter = the evaluation crop.
     """
-    idx = np.asarray(idx, dtype=np.int64)
-    augment = augmenter is not None and augmenter.cfg.enabled
-    if data.has_margin:
-        to_out, box, joints, vis = cut_plan(data, idx, augmenter if augment else None)
-        stored = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device)
-        x = warp_windows(stored, data.stored_to_image[idx], to_out, box, data.image_size)
-    else:
-        resident = device_images(data, device)
-        if resident is not None:
-            images = resident[torch.from_numpy(idx).to(resident.device)]
-        else:
-            images = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device)
-        joints, vis = data.joints[idx], data.visibility[idx]
-        if augment:
-            maps, flips = augmenter.draw(len(idx), data.image_size)
-            x, joints, vis = warp_crops(images, joints, vis, maps, flips)
-        else:
-            x = images.permute(0, 3, 1, 2).float()
-    x = x.div_(256.0).contiguous(memory_format=torch.channels_last)
-    return x, target_joints(data, joints, vis), vis
+    staged = stage_batch(data, idx, augmenter, device)
+    return finish_batch(staged), staged.host_joints, staged.vis

@@ -1,9 +1,12 @@
-"""Device choice, mixed precision and compilation: CPU by default, CUDA with bf16 autocast when
-present; optional ``torch.compile`` (mode ``reduce-overhead`` = CUDA graphs on a GPU)."""
+"""Device choice, mixed precision, CUDA settings and compilation: CPU by default, CUDA with bf16
+autocast when present; cuDNN autotuning or deterministic kernels (``configure``); optional
+``torch.compile`` (modes ``reduce-overhead`` and ``max-autotune`` use CUDA graphs on a GPU)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 
 import torch
 from torch import nn
@@ -47,7 +50,43 @@ def compile_model(model: nn.Module, mode: str = "off", backend: str = "inductor"
     return torch.compile(model, mode=None if mode == "default" else mode)
 
 
+# Inductor modes that replay CUDA graphs (their outputs are overwritten by the next replay).
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
 def mark_step(mode: str) -> None:
-    """Tell CUDA-graph trees a new training step begins (``reduce-overhead`` only)."""
-    if mode == "reduce-overhead":
+    """Tell CUDA-graph trees a new training step begins (the CUDA-graph modes only)."""
+    if mode in CUDA_GRAPH_MODES:
         torch.compiler.cudagraph_mark_step_begin()
+
+
+# cuBLAS needs a fixed workspace for bit-exact results (read when cuBLAS starts in the process).
+CUBLAS_DETERMINISTIC = ":4096:8"
+_CUBLAS_FIXED = (CUBLAS_DETERMINISTIC, ":16:8")  # either makes cuBLAS deterministic
+
+
+def configure(device: torch.device, deterministic: bool = False) -> None:
+    """Process-wide CUDA settings for a fit on ``device`` (``train.deterministic``).
+
+    false: cuDNN autotuning (``cudnn.benchmark``; training's shapes are fixed), fastest, results
+    vary in the last bits between runs. true: deterministic algorithms only
+    (``use_deterministic_algorithms``, an error for an op without one), deterministic cuDNN
+    without autotuning and ``CUBLAS_WORKSPACE_CONFIG=:4096:8``: repeatable on one GPU, slower.
+    That variable must be set before the process's first cuBLAS call; set it in the environment
+    when CUDA may have been used already (a warning says so). On the CPU nothing changes: its
+    kernels are deterministic already.
+    """
+    if device.type != "cuda":
+        return
+    if deterministic and os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in _CUBLAS_FIXED:
+        if torch.cuda.is_initialized():
+            print(
+                "warning: train.deterministic=true: CUDA started before CUBLAS_WORKSPACE_CONFIG "
+                f"was set; export CUBLAS_WORKSPACE_CONFIG={CUBLAS_DETERMINISTIC} before the run "
+                "for bit-exact cuBLAS",
+                file=sys.stderr,
+            )
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic

@@ -1,4 +1,10 @@
-"""Batched inference on cached crops and PCKh of the predictions (both conventions, per joint)."""
+"""Batched inference on cached crops and PCKh of the predictions (both conventions, per joint).
+
+Inference is fed like training (``feeder.Prefetcher``): crops are cut (memoised, ``views``) and
+copied to the device (pinned, non-blocking on CUDA) a few batches ahead in a worker thread;
+predictions are gathered on the device and copied to the host once. bf16 autocast only when asked
+(``amp``; training's own evaluation passes ``train.amp``), so acquisition scores are fp32.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hourglass.datasets.cache import PoseCache
-from hourglass.datasets.views import model_images
+from hourglass.datasets.views import input_tensor, model_images
 from hourglass.device import autocast
+from hourglass.feeder import Prefetcher, to_device
 from hourglass.heatmaps import decode, heatmap_to_image
 from hourglass.joints import LSP_TO_MPII, flip_permutation
 from hourglass.losses import LossKind, to_heatmaps
@@ -21,9 +28,12 @@ from hourglass.model import PoseOutput
 
 def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (B, S, S, 3) -> float (B, 3, S, S) in [0, 1) (/256 as the anchor), channels-last."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float().div_(256.0)
-    return x.contiguous(memory_format=torch.channels_last)
+    return input_tensor(to_device(images, device))
+
+
+def batches(indices: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """``indices`` cut into consecutive batches of ``batch_size`` (the last one may be shorter)."""
+    return [indices[s : s + batch_size] for s in range(0, len(indices), batch_size)]
 
 
 @torch.no_grad()
@@ -36,42 +46,66 @@ def iterate_outputs(
     device: torch.device | None = None,
     flip: bool = False,
     progress: str | None = None,
+    amp: bool = False,
+    amp_cpu: bool = False,
+    prefetch: int = 2,
 ) -> Iterator[tuple[np.ndarray, PoseOutput]]:
     """Yield (batch indices, model output) over ``indices`` in eval mode, without augmentation.
 
     With ``flip`` the output of the mirrored crop is averaged in (heatmaps and embedding).
+    ``amp``: bf16 autocast on CUDA (and on the CPU with ``amp_cpu``); off by default (fp32).
+    ``prefetch``: batches prepared ahead in a worker thread (0: inline).
     """
     device = device or next(model.parameters()).device
     indices = np.asarray(indices, dtype=np.int64)
     was_training = model.training
     model.eval()
     perm = flip_permutation(data.num_joints) if flip else None
+
+    def stage(idx: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        return idx, to_device(model_images(data, idx), device)
+
+    parts = batches(indices, batch_size)
     try:
-        starts = range(0, len(indices), batch_size)
-        for start in tqdm(starts, desc=progress, disable=progress is None, leave=False):
-            idx = indices[start : start + batch_size]
-            x = images_to_tensor(model_images(data, idx), device)
-            with autocast(device):
-                out = model(x)
-                if perm is not None:
-                    mirrored = model(x.flip(-1))
-                    out = PoseOutput(
-                        (out.heatmaps + mirrored.heatmaps.flip(-1)[:, :, perm]) / 2,
-                        (out.embedding + mirrored.embedding) / 2,
-                        out.pyramid,
-                    )
-            yield idx, out
+        with Prefetcher(parts, stage, prefetch, device) as feed:
+            bar = tqdm(feed, total=len(parts), desc=progress, disable=progress is None, leave=False)
+            for idx, pixels in bar:
+                x = input_tensor(pixels)
+                with autocast(device, amp, cpu=amp_cpu):
+                    out = model(x)
+                    if perm is not None:
+                        mirrored = model(x.flip(-1))
+                        out = PoseOutput(
+                            (out.heatmaps + mirrored.heatmaps.flip(-1)[:, :, perm]) / 2,
+                            (out.embedding + mirrored.embedding) / 2,
+                            out.pyramid,
+                        )
+                yield idx, out
     finally:
         model.train(was_training)
+
+
+def decode_xy(out: PoseOutput, loss: LossKind, decode_method: str, image_size: int) -> torch.Tensor:
+    """Joints (B, J, 2) in crop pixels decoded from one batch's last-stack heatmaps (on their
+    device)."""
+    heatmaps = to_heatmaps(out.last, loss)
+    xy, _ = decode(heatmaps, decode_method)  # type: ignore[arg-type]
+    return heatmap_to_image(xy, image_size, heatmaps.shape[-1])
 
 
 def decode_coords(
     out: PoseOutput, loss: LossKind, decode_method: str, image_size: int
 ) -> np.ndarray:
     """Joints (B, J, 2) in crop pixels decoded from one batch's last-stack heatmaps."""
-    heatmaps = to_heatmaps(out.last, loss)
-    xy, _ = decode(heatmaps, decode_method)  # type: ignore[arg-type]
-    return heatmap_to_image(xy, image_size, heatmaps.shape[-1]).cpu().numpy()
+    return decode_xy(out, loss, decode_method, image_size).cpu().numpy()
+
+
+def gathered(parts: list[torch.Tensor], empty: tuple[int, ...]) -> np.ndarray:
+    """Per-batch device tensors concatenated and copied to the host once (``empty``: the shape
+    of no rows)."""
+    if not parts:
+        return np.zeros(empty, np.float32)
+    return torch.cat(parts).cpu().numpy()
 
 
 def predict_coords(
@@ -85,15 +119,26 @@ def predict_coords(
     device: torch.device | None = None,
     flip: bool = False,
     progress: str | None = None,
+    amp: bool = False,
+    amp_cpu: bool = False,
+    prefetch: int = 2,
 ) -> np.ndarray:
-    """Predicted joints (N, J, 2) in crop pixels for ``indices`` (last stack, decoded)."""
-    coords = [
-        decode_coords(out, loss, decode_method, data.image_size)
-        for _, out in iterate_outputs(
-            model, data, indices, batch_size=batch_size, device=device, flip=flip, progress=progress
-        )
-    ]
-    return np.concatenate(coords) if coords else np.zeros((0, data.num_joints, 2), np.float32)
+    """Predicted joints (N, J, 2) in crop pixels for ``indices`` (last stack, decoded; gathered
+    on the device, one copy to the host)."""
+    outputs = iterate_outputs(
+        model,
+        data,
+        indices,
+        batch_size=batch_size,
+        device=device,
+        flip=flip,
+        progress=progress,
+        amp=amp,
+        amp_cpu=amp_cpu,
+        prefetch=prefetch,
+    )
+    coords = [decode_xy(out, loss, decode_method, data.image_size) for _, out in outputs]
+    return gathered(coords, (0, data.num_joints, 2))
 
 
 def score(data: PoseCache, indices: np.ndarray, coords: np.ndarray) -> dict[str, PCKResult]:

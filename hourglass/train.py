@@ -5,14 +5,19 @@ cooldown 2, min 3e-6), a fixed number of epochs, and the best epoch picked on a 
 Cold start (model as given) or warm start (``init_state``). Auxiliary heads (Learning Loss) train
 beside the pose net on its detached outputs, so their loss never reaches it (stop-gradient).
 Deterministic by seed on CPU; bf16 autocast on CUDA. Speed options (``train.*``): the batch
-augmentation path on the device (``augment.path=batch``, ``augment_batch.py``), channels-last,
-``torch.compile`` (``reduce-overhead`` = CUDA graphs), bf16 on the CPU; ``fit(checkpoint=PATH)``
-saves every epoch atomically and resumes from that file (``epoch_checkpoint``).
+augmentation path on the device (``augment.path``: ``auto`` = ``batch`` on CUDA, ``augment_batch.py``),
+batches prepared ``prefetch`` steps ahead in a worker thread (``feeder.py``; the same batches),
+channels-last, ``torch.compile`` (``reduce-overhead``/``max-autotune`` = CUDA graphs), cuDNN
+autotuning or ``deterministic`` kernels (``device.configure``), bf16 on the CPU;
+``fit(checkpoint=PATH)`` saves every epoch atomically and resumes from that file
+(``epoch_checkpoint``). The step loop never waits for the device: the running loss and the first
+non-finite step stay on it and are read once per epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import sys
@@ -27,12 +32,20 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from hourglass.augment import AugmentConfig, PoseAugmenter
-from hourglass.augment_batch import BatchAugmenter, check_path, device_batch
+from hourglass.augment_batch import (
+    BatchAugmenter,
+    Staged,
+    finish_batch,
+    make_augmenter,
+    resolve_path,
+    stage_batch,
+)
 from hourglass.datasets.cache import PoseCache
 from hourglass.datasets.views import model_batch, target_joints
-from hourglass.device import autocast, compile_model, mark_step, resolve_device
+from hourglass.device import autocast, compile_model, configure, mark_step, resolve_device
 from hourglass.errors import AlposeError
-from hourglass.evaluate import decode_coords, headline, images_to_tensor, iterate_outputs, score
+from hourglass.evaluate import decode_xy, gathered, headline, iterate_outputs, score
+from hourglass.feeder import Prefetcher, to_device
 from hourglass.heatmaps import gaussian_targets, image_to_heatmap
 from hourglass.io import save_torch
 from hourglass.losses import LossKind, per_sample_loss
@@ -64,8 +77,10 @@ class TrainConfig:
     compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune
     compile_backend: str = "inductor"
     epoch_checkpoint: bool = False  # the experiment passes fit a per-cycle checkpoint path
+    prefetch: int = 2  # batches prepared ahead in a worker thread (0: inline); same numbers
+    deterministic: bool = False  # CUDA: deterministic kernels (slower); false: cuDNN autotuning
     seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(path="auto"))
 
 
 @dataclass
@@ -156,6 +171,15 @@ def make_batch(
     return model_batch(data, idx, augmenter)
 
 
+def target_maps(
+    joints: Tensor, present: Tensor, image_size: int, heatmap_size: int, cfg: TrainConfig
+) -> tuple[Tensor, Tensor]:
+    """Gaussian targets of joints (B, J, 2) float in model-input pixels and present (B, J) bool,
+    on their device: occluded joints get targets, absent ones do not (anchor 2.5)."""
+    xy = image_to_heatmap(joints, image_size, heatmap_size)
+    return gaussian_targets(xy, present, heatmap_size, cfg.sigma, cfg.peak)
+
+
 def batch_targets(
     joints: np.ndarray,
     vis: np.ndarray,
@@ -165,9 +189,9 @@ def batch_targets(
     device: torch.device,
 ) -> tuple[Tensor, Tensor]:
     """Gaussian targets for a batch: occluded joints get targets, absent ones do not (anchor 2.5)."""
-    xy = image_to_heatmap(torch.from_numpy(joints).float().to(device), image_size, heatmap_size)
-    present = torch.from_numpy(vis >= 0).to(device)
-    return gaussian_targets(xy, present, heatmap_size, cfg.sigma, cfg.peak)
+    xy = to_device(torch.from_numpy(np.ascontiguousarray(joints)).float(), device)
+    present = to_device(np.ascontiguousarray(vis >= 0), device)
+    return target_maps(xy, present, image_size, heatmap_size, cfg)
 
 
 def eval_losses(
@@ -187,26 +211,17 @@ def eval_losses(
 
 
 def _forward_loss(
-    model: nn.Module,
-    data: PoseCache,
-    idx: np.ndarray,
-    augmenter: PoseAugmenter | BatchAugmenter | None,
-    cfg: TrainConfig,
-    device: torch.device,
+    model: nn.Module, staged: Staged, image_size: int, cfg: TrainConfig
 ) -> tuple[Tensor, PoseOutput, Tensor, Tensor]:
     """Per-sample pose loss (B,), the model output and the targets (with has_target) of a batch."""
-    if isinstance(augmenter, BatchAugmenter):
-        x, joints, vis = device_batch(data, idx, augmenter, device)
-    else:
-        images, joints, vis = make_batch(data, idx, augmenter)
-        x = images_to_tensor(images, device)
+    x = finish_batch(staged)
     if not cfg.channels_last:
         x = x.contiguous()
-    mark_step(cfg.compile if device.type == "cuda" else "off")
-    with autocast(device, cfg.amp, cpu=cfg.amp_cpu):
+    mark_step(cfg.compile if x.device.type == "cuda" else "off")
+    with autocast(x.device, cfg.amp, cpu=cfg.amp_cpu):
         out = model(x)
-    targets, has_target = batch_targets(
-        joints, vis, data.image_size, out.heatmaps.shape[-1], cfg, device
+    targets, has_target = target_maps(
+        staged.joints, staged.present, image_size, out.heatmaps.shape[-1], cfg
     )
     return per_sample_loss(out.heatmaps, targets, has_target, cfg.loss), out, targets, has_target
 
@@ -215,16 +230,107 @@ def _forward_loss(
 def selection_metrics(
     model: nn.Module, data: PoseCache, indices: np.ndarray, cfg: TrainConfig, device: torch.device
 ) -> tuple[float, float]:
-    """(mean pose loss, standard PCKh mean) on ``indices`` without augmentation, in one pass."""
-    total, coords = 0.0, []
+    """(mean pose loss, standard PCKh mean) on ``indices`` without augmentation, in one pass.
+
+    Inference as training runs it (``train.amp``, ``prefetch``); the loss total and the
+    coordinates are gathered on the device and read once.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    vis = data.visibility[indices]
+    joints = torch.from_numpy(np.ascontiguousarray(target_joints(data, data.joints[indices], vis)))
+    joints, present = to_device(joints.float(), device), to_device(vis >= 0, device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    coords, start = [], 0
     for idx, out in iterate_outputs(
-        model, data, indices, batch_size=cfg.eval_batch_size, device=device
+        model,
+        data,
+        indices,
+        batch_size=cfg.eval_batch_size,
+        device=device,
+        amp=cfg.amp,
+        amp_cpu=cfg.amp_cpu,
+        prefetch=cfg.prefetch,
     ):
-        total += float(eval_losses(out, data, idx, cfg, device).sum())
-        coords.append(decode_coords(out, cfg.loss, cfg.decode, data.image_size))
-    pckh = score(data, indices, np.concatenate(coords))["standard"]
+        rows = slice(start, start + len(idx))
+        start += len(idx)
+        heatmap_size = out.heatmaps.shape[-1]
+        targets, has = target_maps(joints[rows], present[rows], data.image_size, heatmap_size, cfg)
+        total += per_sample_loss(out.heatmaps, targets, has, cfg.loss).sum().double()
+        coords.append(decode_xy(out, cfg.loss, cfg.decode, data.image_size))
+    pckh = score(data, indices, gathered(coords, (0, data.num_joints, 2)))["standard"]
     model.train()
-    return total / max(len(indices), 1), headline(pckh)
+    return total.item() / max(len(indices), 1), headline(pckh)
+
+
+def _restore(
+    model: nn.Module,
+    heads: Sequence[AuxiliaryHead],
+    state: dict[str, Tensor],
+    aux_states: dict[str, dict[str, Tensor]],
+) -> None:
+    """Load the kept weights back into the model and the auxiliary heads."""
+    model.load_state_dict(state)
+    for head in heads:
+        head.module.load_state_dict(aux_states[head.name])
+
+
+def _train_epoch(
+    net: nn.Module,
+    data: PoseCache,
+    batches: list[np.ndarray],
+    augmenter: PoseAugmenter | BatchAugmenter,
+    optimiser: torch.optim.Optimizer,
+    aux_heads: Sequence[AuxiliaryHead],
+    cfg: TrainConfig,
+    device: torch.device,
+) -> tuple[int, float]:
+    """One pass over ``batches`` (row arrays, in order): (first non-finite step or -1, loss sum).
+
+    No host sync per step: the finiteness of every step's loss and the running loss stay on the
+    device and are read together once at the end.
+    """
+    running = torch.zeros((), device=device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    stage = functools.partial(stage_batch, data, augmenter=augmenter, device=device)
+    with Prefetcher(batches, stage, cfg.prefetch, device) as feed:
+        for step, staged in enumerate(feed):
+            sample_loss, out, targets, has_target = _forward_loss(net, staged, data.image_size, cfg)
+            loss = sample_loss.mean()
+            if aux_heads:
+                batch = AuxBatch(out.detach(), targets, has_target)
+                for head in aux_heads:
+                    loss = loss + head.weight * head.compute_loss(sample_loss.detach(), batch)
+            first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, step)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            running += sample_loss.detach().mean()
+    bad, total = torch.stack([first_bad.double(), running.double()]).tolist()
+    return int(bad), total
+
+
+def _step_batches(order: np.ndarray, batch_size: int, drop_last: bool) -> list[np.ndarray]:
+    """``order`` cut into the epoch's batches (a short last one only when not ``drop_last``)."""
+    n = len(order) // batch_size if drop_last else math.ceil(len(order) / batch_size)
+    return [order[step * batch_size : (step + 1) * batch_size] for step in range(n)]
+
+
+def _cuda_rng(device: torch.device) -> Tensor | None:
+    """The CUDA generator state of the job's own device for a checkpoint (None on the CPU)."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _restore_cuda_rng(saved: Tensor | list | None, device: torch.device) -> None:
+    """Set the job's CUDA generator from a checkpoint: one state (this format) or, from older
+    checkpoints, a list over every GPU (this device's entry; skipped when there is none)."""
+    if device.type != "cuda" or saved is None:
+        return
+    if isinstance(saved, (list, tuple)):
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index >= len(saved):
+            return
+        saved = saved[index]
+    torch.cuda.set_rng_state(saved, device)
 
 
 def fit(
@@ -249,6 +355,7 @@ def fit(
     """
     start_time = time.perf_counter()
     device = resolve_device(cfg.device)
+    configure(device, cfg.deterministic)
     train_indices = np.asarray(train_indices, dtype=np.int64)
     select_indices = np.asarray(select_indices, dtype=np.int64)
     if len(train_indices) == 0:
@@ -274,13 +381,12 @@ def fit(
         cooldown=cfg.plateau_cooldown,
         min_lr=[cfg.min_lr] + [cfg.min_lr if h.decay_lr else cfg.lr for h in aux_heads],
     )
-    batch_path = check_path(cfg.augment.path) == "batch"
-    augmenter = BatchAugmenter(cfg.augment) if batch_path else PoseAugmenter(cfg.augment)
+    augmenter = make_augmenter(cfg.augment, device)
     drop_last = len(train_indices) >= cfg.batch_size
     best = (math.inf, 0)  # (selection criterion, epoch); lower is better
     best_state, aux_states = _state(model), {h.name: _state(h.module) for h in aux_heads}
     history: list[EpochLog] = []
-    key = _resume_key(cfg, train_indices, select_indices, aux_heads)
+    key = _resume_key(cfg, train_indices, select_indices, aux_heads, device)
     first, earlier_seconds = 1, 0.0
     saved = _load_epoch(checkpoint, key)
     if saved is not None:
@@ -293,8 +399,7 @@ def fit(
         best_state, aux_states = saved["best_state"], saved["best_aux"]
         history = [EpochLog(**h) for h in saved["history"]]
         torch.set_rng_state(saved["torch_rng"])
-        if device.type == "cuda" and saved["cuda_rng"]:
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        _restore_cuda_rng(saved.get("cuda_rng"), device)
         first, earlier_seconds = int(saved["epoch"]) + 1, float(saved["seconds"])
     bar = tqdm(
         range(first, cfg.epochs + 1),
@@ -309,33 +414,17 @@ def fit(
         t0 = time.perf_counter()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(train_indices)
         augmenter.reseed(cfg.seed * 1_000_003 + epoch)
-        n_batches = (
-            len(order) // cfg.batch_size if drop_last else math.ceil(len(order) / cfg.batch_size)
+        batches = _step_batches(order, cfg.batch_size, drop_last)
+        bad_step, loss_sum = _train_epoch(
+            net, data, batches, augmenter, optimiser, aux_heads, cfg, device
         )
-        running = torch.zeros((), device=device)
-        for step in range(n_batches):
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            sample_loss, out, targets, has_target = _forward_loss(
-                net, data, idx, augmenter, cfg, device
-            )
-            loss = sample_loss.mean()
-            if aux_heads:
-                batch = AuxBatch(out.detach(), targets, has_target)
-                for head in aux_heads:
-                    loss = loss + head.weight * head.compute_loss(sample_loss.detach(), batch)
-            if not torch.isfinite(loss):
-                model.load_state_dict(best_state)
-                for head in aux_heads:
-                    head.module.load_state_dict(aux_states[head.name])
-                raise NonFiniteLossError(epoch, step, best[1])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            running += sample_loss.detach().mean()
+        if bad_step >= 0:  # before anything of this epoch is kept or saved
+            _restore(model, aux_heads, best_state, aux_states)
+            raise NonFiniteLossError(epoch, bad_step, best[1])
         select_loss, select_pckh = selection_metrics(model, data, select_indices, cfg, device)
         if not math.isfinite(select_loss):
-            model.load_state_dict(best_state)
-            raise NonFiniteLossError(epoch, n_batches, best[1])
+            _restore(model, aux_heads, best_state, aux_states)
+            raise NonFiniteLossError(epoch, len(batches), best[1])
         scheduler.step(select_loss)
         criterion = select_loss if cfg.select_by == "loss" else -select_pckh
         if criterion < best[0]:
@@ -344,7 +433,7 @@ def fit(
             aux_states = {h.name: _state(h.module) for h in aux_heads}
         log = EpochLog(
             epoch,
-            float(running) / max(n_batches, 1),
+            loss_sum / max(len(batches), 1),
             select_loss,
             select_pckh,
             optimiser.param_groups[0]["lr"],
@@ -371,25 +460,29 @@ def fit(
                     "history": [dataclasses.asdict(h) for h in history],
                     "seconds": earlier_seconds + time.perf_counter() - start_time,
                     "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+                    "cuda_rng": _cuda_rng(device),
                 },
             )
         if on_epoch is not None:
             on_epoch(log)
-    model.load_state_dict(best_state)
-    for head in aux_heads:
-        head.module.load_state_dict(aux_states[head.name])
+    _restore(model, aux_heads, best_state, aux_states)
     seconds = earlier_seconds + time.perf_counter() - start_time
     return FitResult(best[1], best_state, aux_states, history, seconds)
 
 
 def _resume_key(
-    cfg: TrainConfig, train: np.ndarray, select: np.ndarray, heads: Sequence[AuxiliaryHead]
+    cfg: TrainConfig,
+    train: np.ndarray,
+    select: np.ndarray,
+    heads: Sequence[AuxiliaryHead],
+    device: torch.device,
 ) -> str:
-    """What an epoch checkpoint must match to be resumed: the data, the seed and the optimiser."""
+    """What an epoch checkpoint must match to be resumed: the data, the seed, the optimiser and
+    the augmentation (its path as resolved on ``device``: ``auto`` on the CPU is ``sample``)."""
     h = hashlib.sha256(np.ascontiguousarray(train).tobytes())
     h.update(np.ascontiguousarray(select).tobytes())
-    fields = (cfg.seed, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.loss, cfg.augment)
+    augment = dataclasses.replace(cfg.augment, path=resolve_path(cfg.augment.path, device))
+    fields = (cfg.seed, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.loss, augment)
     h.update(repr((fields, [x.name for x in heads])).encode())
     return h.hexdigest()
 
@@ -418,30 +511,33 @@ def time_training(
     steps: int,
     warmup: int = 1,
 ) -> float:
-    """Training images/s of :func:`fit`'s step (data path, forward, loss, backward, Adam) over
-    ``steps`` batches of ``cfg.batch_size`` drawn from ``indices``, after ``warmup`` untimed steps."""
+    """Training images/s of :func:`fit`'s step (data path with its prefetch, forward, loss,
+    backward, Adam) over ``steps`` batches of ``cfg.batch_size`` drawn from ``indices``, after
+    ``warmup`` untimed steps."""
     device = resolve_device(cfg.device)
+    configure(device, cfg.deterministic)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device).to(memory_format=layout).train()
     net = compile_model(model, cfg.compile, cfg.compile_backend)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    batch_path = check_path(cfg.augment.path) == "batch"
-    augmenter = BatchAugmenter(cfg.augment) if batch_path else PoseAugmenter(cfg.augment)
+    augmenter = make_augmenter(cfg.augment, device)
     augmenter.reseed(cfg.seed)
     order = np.resize(
         np.random.default_rng(cfg.seed).permutation(indices), (warmup + steps) * cfg.batch_size
     )
+    stage = functools.partial(stage_batch, data, augmenter=augmenter, device=device)
     t0 = time.perf_counter()
-    for step in range(warmup + steps):
-        if step == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        sample_loss = _forward_loss(net, data, idx, augmenter, cfg, device)[0]
-        optimiser.zero_grad(set_to_none=True)
-        sample_loss.mean().backward()
-        optimiser.step()
+    batches = _step_batches(order, cfg.batch_size, True)
+    with Prefetcher(batches, stage, cfg.prefetch, device) as feed:
+        for step, staged in enumerate(feed):
+            if step == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+            sample_loss = _forward_loss(net, staged, data.image_size, cfg)[0]
+            optimiser.zero_grad(set_to_none=True)
+            sample_loss.mean().backward()
+            optimiser.step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return steps * cfg.batch_size / (time.perf_counter() - t0)

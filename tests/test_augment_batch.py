@@ -136,3 +136,21 @@ def test_fit_trains_on_the_batch_path_deterministically(tiny_cache):
     assert any(not torch.equal(a[k], s[k]) for k in a if a[k].is_floating_point())
     with pytest.raises(AlposeError, match="augment.path"):
         fit_once(tiny_cache, "gpu")
+
+
+def test_auto_path_is_batch_on_cuda_and_the_sample_path_on_the_cpu(tiny_cache):
+    from hourglass.augment_batch import make_augmenter, resolve_path
+
+    assert TrainConfig().augment.path == "auto"
+    assert resolve_path("auto", torch.device("cuda", 0)) == "batch"
+    assert resolve_path("auto", torch.device("cpu")) == "sample"
+    assert [resolve_path(p, torch.device("cuda")) for p in ("sample", "batch")] == [
+        "sample",
+        "batch",
+    ]
+    assert isinstance(
+        make_augmenter(AugmentConfig(path="auto"), torch.device("cuda")), BatchAugmenter
+    )
+    auto, sample = fit_once(tiny_cache, "auto"), fit_once(tiny_cache, "sample")
+    for k in auto:
+        torch.testing.assert_close(auto[k], sample[k], rtol=0, atol=0)

@@ -116,3 +116,30 @@ def test_an_unreadable_epoch_checkpoint_is_ignored_with_a_warning(tiny_cache, tm
     fresh, _, _ = run(tiny_cache, config(epochs=1))
     for k, v in fresh.state_dict().items():
         torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_only_the_jobs_own_cuda_generator_is_saved_and_old_lists_still_load(monkeypatch):
+    from hourglass import train
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d: calls.append(("get", d)) or "s")
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("every GPU's state"))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: pytest.fail("every GPU set"))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d: calls.append(("set", s, d)))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    gpu1 = torch.device("cuda", 1)
+    assert train._cuda_rng(gpu1) == "s" and calls == [("get", gpu1)]
+    assert train._cuda_rng(torch.device("cpu")) is None
+    calls.clear()
+    train._restore_cuda_rng("new", gpu1)  # this format: one state
+    train._restore_cuda_rng(["a", "b", "c"], gpu1)  # older: one per GPU of the saving machine
+    train._restore_cuda_rng(["a", "b"], torch.device("cuda"))  # no index: the current device
+    train._restore_cuda_rng(["a"], gpu1)  # saved on a machine with fewer GPUs: skipped
+    train._restore_cuda_rng([], gpu1)
+    train._restore_cuda_rng(None, gpu1)
+    train._restore_cuda_rng(["a"], torch.device("cpu"))
+    assert calls == [
+        ("set", "new", gpu1),
+        ("set", "b", gpu1),
+        ("set", "b", torch.device("cuda")),
+    ]

@@ -80,15 +80,62 @@ class _NaNAfter(nn.Module):
         return out
 
 
-def test_nan_loss_names_the_epoch_and_keeps_the_last_good_weights(tiny_cache):
-    idx = tiny_cache.indices("train")[:64]  # 2 batches per epoch -> forward 5 is in epoch 3
+def test_nan_loss_names_the_epoch_and_keeps_the_last_good_weights(tiny_cache, tmp_path):
+    idx = tiny_cache.indices("train")[:64]  # 2 batches per epoch -> forward 6 is epoch 3, step 1
     torch.manual_seed(0)
-    model = _NaNAfter(StackedHourglass(1, 16, 2, 16), n=5)
+    model = _NaNAfter(StackedHourglass(1, 16, 2, 16), n=6)
     cfg = small_config(epochs=5, select_by="loss")
+    path = tmp_path / "e.pt"
     with pytest.raises(NonFiniteLossError, match="epoch 3") as err:
-        fit(model, tiny_cache, idx, idx[:16], cfg, progress=False)
-    assert err.value.kept_epoch in (1, 2)
+        fit(model, tiny_cache, idx, idx[:16], cfg, progress=False, checkpoint=path)
+    assert err.value.kept_epoch in (1, 2) and err.value.step == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    saved = torch.load(path, weights_only=True)
+    assert saved["epoch"] == 2  # nothing of the NaN epoch is saved
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved["best_state"][k]), k
+
+
+class _NaNEval(nn.Module):
+    """Wraps a model and poisons its evaluation heatmaps from the n-th evaluation pass on."""
+
+    def __init__(self, model, n):
+        super().__init__()
+        self.model, self.n, self.calls = model, n, 0
+
+    def forward(self, x):
+        out = self.model(x)
+        if not self.training:
+            self.calls += 1
+            if self.calls >= self.n:
+                out.heatmaps = out.heatmaps * float("nan")
+        return out
+
+
+def test_a_nan_selection_loss_restores_the_auxiliary_heads_too(tiny_cache, tmp_path):
+    idx = tiny_cache.indices("train")[:64]
+    torch.manual_seed(0)
+    model = _NaNEval(StackedHourglass(1, 16, 2, 16), n=2)  # one evaluation batch per epoch
+    head = AuxiliaryHead("ll", _LossHead(16), lambda pred, loss: ((pred - loss) ** 2).mean())
+    path = tmp_path / "e.pt"
+    with pytest.raises(NonFiniteLossError, match="epoch 2") as err:
+        fit(
+            model,
+            tiny_cache,
+            idx,
+            idx[:16],
+            small_config(epochs=3, select_by="loss"),
+            aux_heads=[head],
+            progress=False,
+            checkpoint=path,
+        )
+    assert err.value.kept_epoch == 1
+    saved = torch.load(path, weights_only=True)
+    assert saved["epoch"] == 1
+    for k, v in head.module.state_dict().items():
+        assert torch.equal(v, saved["best_aux"]["ll"][k]), k
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved["best_state"][k]), k
 
 
 class _LossHead(nn.Module):

@@ -102,3 +102,96 @@ def test_unknown_compile_mode_is_a_clear_error():
         compile_model(torch.nn.Linear(2, 2), "fastest")
     m = torch.nn.Linear(2, 2)
     assert compile_model(m, "off") is m and compile_model(m, False) is m
+
+
+@pytest.mark.parametrize(
+    ("mode", "marked"),
+    [("off", 0), ("default", 0), ("reduce-overhead", 1), ("max-autotune", 1)],
+)
+def test_cuda_graph_modes_mark_each_step(monkeypatch, mode, marked):
+    from hourglass.device import mark_step
+
+    calls = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append(1))
+    mark_step(mode)
+    assert len(calls) == marked
+
+
+@pytest.fixture
+def cuda_settings(monkeypatch):
+    """Restores the process-wide settings ``device.configure`` changes."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
+
+
+def settings():
+    import os
+
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+
+
+def test_deterministic_mode_sets_the_cuda_switches_and_the_cpu_keeps_its_own(cuda_settings):
+    from hourglass.device import configure
+
+    torch.backends.cudnn.benchmark = False
+    before = settings()
+    configure(torch.device("cpu"), deterministic=True)
+    configure(torch.device("cpu"), deterministic=False)
+    assert settings() == before  # the CPU is deterministic already
+    configure(torch.device("cuda", 0), deterministic=False)
+    assert settings() == (False, False, True, None)  # cuDNN autotuning for fixed shapes
+    configure(torch.device("cuda", 0), deterministic=True)
+    assert settings() == (True, True, False, ":4096:8")
+    configure(torch.device("cuda", 0), deterministic=False)
+    assert settings()[:3] == (False, False, True)
+
+
+def test_fit_configures_its_device(tiny_cache, monkeypatch):
+    from hourglass import train as train_module
+
+    seen = []
+    monkeypatch.setattr(train_module, "configure", lambda d, det: seen.append((d.type, det)))
+    train(tiny_cache, deterministic=True)
+    assert seen == [("cpu", True)]
+
+
+def test_inference_autocasts_only_when_asked_and_training_passes_its_amp(tiny_cache, monkeypatch):
+    from hourglass import evaluate
+    from hourglass.train import selection_metrics
+
+    torch.manual_seed(0)
+    model = StackedHourglass(1, 8, 2, 16)
+    rows = tiny_cache.indices("val")[:4]
+    cpu = torch.device("cpu")
+    dtypes = [
+        out.heatmaps.dtype
+        for _, out in evaluate.iterate_outputs(model, tiny_cache, rows, device=cpu)
+    ]
+    dtypes += [
+        out.heatmaps.dtype
+        for _, out in evaluate.iterate_outputs(
+            model, tiny_cache, rows, device=cpu, amp=True, amp_cpu=True
+        )
+    ]
+    assert dtypes == [torch.float32, torch.bfloat16]
+    asked = []
+    real = evaluate.autocast
+    monkeypatch.setattr(
+        evaluate, "autocast", lambda d, amp, cpu: asked.append((amp, cpu)) or real(d, amp, cpu)
+    )
+    list(evaluate.iterate_outputs(model, tiny_cache, rows, device=cpu))
+    cfg = TrainConfig(device="cpu", amp=True, amp_cpu=False, eval_batch_size=8)
+    selection_metrics(model, tiny_cache, rows, cfg, cpu)
+    assert asked == [(False, False), (True, False)]

@@ -12,6 +12,8 @@ crop window is black.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,28 +26,70 @@ from hourglass.joints import flip_permutation
 MPII_UPPER_NECK, MPII_HEAD_TOP = 8, 9
 
 
-# Evaluation crops are deterministic: keep them once cut while they fit in this many bytes.
+# Evaluation crops are deterministic: the rows asked for are kept once cut, up to this many bytes.
 EVAL_MEMO_LIMIT = 1024**3
+_MEMO_LOCK = threading.Lock()  # one for every cache (a lock in the cache would not pickle)
+
+
+class _EvalMemo:
+    """Evaluation crops of the rows asked for so far, in a compact array (first come first kept,
+    at most ``EVAL_MEMO_LIMIT`` bytes of crops; rows beyond that are cut each time)."""
+
+    def __init__(self, rows: int, size: int) -> None:
+        self.slot = np.full(rows, -1, np.int64)  # row -> position in ``images`` (-1: not kept)
+        self.images = np.zeros((0, size, size, 3), np.uint8)
+        self.count = 0
+        self.capacity = EVAL_MEMO_LIMIT // (size * size * 3)
+
+    def add(self, rows: np.ndarray, images: np.ndarray) -> None:
+        """Keep the crops of ``rows`` (distinct, not kept yet) while there is room."""
+        keep = min(len(rows), self.capacity - self.count)
+        if keep <= 0:
+            return
+        end = self.count + keep
+        if end > len(self.images):  # grow by doubling, up to the limit
+            grown = np.zeros(
+                (min(self.capacity, max(end, 2 * len(self.images))),) + self.images.shape[1:],
+                np.uint8,
+            )
+            grown[: self.count] = self.images[: self.count]
+            self.images = grown
+        self.images[self.count : end] = images[:keep]
+        self.slot[rows[:keep]] = np.arange(self.count, end)
+        self.count = end
+
+
+def _eval_memo(data: PoseCache) -> _EvalMemo:
+    memo = data.__dict__.get("_eval_crops")
+    if memo is None:
+        memo = data.__dict__["_eval_crops"] = _EvalMemo(len(data), data.image_size)
+    return memo
 
 
 def model_images(data: PoseCache, idx: np.ndarray) -> np.ndarray:
-    """Evaluation crops (B, S, S, 3) uint8 of rows ``idx`` (no augmentation)."""
+    """Evaluation crops (B, S, S, 3) uint8 of rows ``idx`` (no augmentation).
+
+    Crops of margin caches are cut once per row and kept (``EVAL_MEMO_LIMIT`` bytes counted on
+    the kept rows only), so a selection set evaluated every epoch is cut in its first epoch.
+    Safe to call from several threads.
+    """
     if not data.has_margin:
         return data.images[idx]
     idx = np.asarray(idx, dtype=np.int64)
-    size = data.image_size
-    if len(data) * size * size * 3 > EVAL_MEMO_LIMIT:
-        return _cut(data, idx, None)[0]
-    memo = data.__dict__.get("_eval_memo")
-    if memo is None:
-        memo = (np.zeros((len(data), size, size, 3), np.uint8), np.zeros(len(data), bool))
-        data.__dict__["_eval_memo"] = memo
-    images, done = memo
-    todo = np.unique(idx[~done[idx]])
-    if len(todo):
-        images[todo] = _cut(data, todo, None)[0]
-        done[todo] = True
-    return images[idx]
+    with _MEMO_LOCK:
+        memo = _eval_memo(data)
+        todo = np.unique(idx[memo.slot[idx] < 0])
+        fresh = _cut(data, todo, None)[0] if len(todo) else None
+        if fresh is not None:
+            memo.add(todo, fresh)
+        slots = memo.slot[idx]
+        kept = slots >= 0
+        if kept.all():
+            return memo.images[slots]
+        out = np.empty((len(idx),) + memo.images.shape[1:], np.uint8)
+        out[kept] = memo.images[slots[kept]]
+        out[~kept] = fresh[np.searchsorted(todo, idx[~kept])]
+        return out
 
 
 def model_batch(
@@ -121,11 +165,24 @@ def _cut(
     return images, joints, vis
 
 
+def input_tensor(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 crops (B, S, S, 3) on any device -> the model input: float (B, 3, S, S) in [0, 1)
+    (``/ 256`` as the anchor), channels-last."""
+    x = pixels.permute(0, 3, 1, 2).float().div_(256.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _float_maps(maps: np.ndarray | torch.Tensor, device: torch.device | None) -> torch.Tensor:
+    """Maps or boxes as float32 on ``device`` (numpy float64 rounded once, tensors as given)."""
+    t = torch.from_numpy(np.asarray(maps)) if isinstance(maps, np.ndarray) else maps
+    return t.float().to(device)
+
+
 def _mapped(
-    maps: np.ndarray, size: int, device: torch.device | None = None
+    maps: np.ndarray | torch.Tensor, size: int, device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x and y (B, S, S) of every output pixel centre under per-row affine maps (B, 2, 3)."""
-    m = torch.from_numpy(maps).float().to(device)[:, :, :, None, None]
+    m = _float_maps(maps, device)[:, :, :, None, None]
     u = torch.arange(size, dtype=torch.float32, device=device).view(1, 1, size)
     v = torch.arange(size, dtype=torch.float32, device=device).view(1, size, 1)
     return m[:, 0, 0] * u + m[:, 0, 1] * v + m[:, 0, 2], m[:, 1, 0] * u + m[:, 1, 1] * v + m[
@@ -133,7 +190,9 @@ def _mapped(
     ]
 
 
-def sample_affine(x: torch.Tensor, out_to_src: np.ndarray, size: int) -> torch.Tensor:
+def sample_affine(
+    x: torch.Tensor, out_to_src: np.ndarray | torch.Tensor, size: int
+) -> torch.Tensor:
     """Bilinear samples (B, C, size, size) of ``x`` (B, C, T, T) float at ``out_to_src`` of every
     output pixel centre (maps (B, 2, 3), pixel-centre convention), zero outside; on x's device."""
     side = x.shape[-2]
@@ -142,18 +201,35 @@ def sample_affine(x: torch.Tensor, out_to_src: np.ndarray, size: int) -> torch.T
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
+def window_maps(
+    stored_to_image: np.ndarray, image_to_out: np.ndarray, box: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The host part of :func:`warp_windows`: output -> image and output -> stored maps
+    (B, 2, 3) and the clipped boxes (B, 4), float32 CPU tensors (ready to copy to a device)."""
+    out_to_image = crops.invert(image_to_out)
+    out_to_stored = crops.compose(crops.invert(stored_to_image.astype(np.float64)), out_to_image)
+    return _float_maps(out_to_image, None), _float_maps(out_to_stored, None), _float_maps(box, None)
+
+
+def warp_mapped(
+    stored: torch.Tensor, maps: tuple[torch.Tensor, torch.Tensor, torch.Tensor], size: int
+) -> torch.Tensor:
+    """Output crops (B, 3, S, S) float, whole values 0..255, from stored uint8 windows
+    (B, T, T, 3) and their :func:`window_maps` (on stored's device); zero outside each box."""
+    out_to_image, out_to_stored, box = (m.to(stored.device) for m in maps)
+    ix, iy = _mapped(out_to_image, size, stored.device)
+    b = box[:, :, None, None] - 0.5
+    inside = (ix >= b[:, 0]) & (ix <= b[:, 2]) & (iy >= b[:, 1]) & (iy <= b[:, 3])
+    y = sample_affine(stored.permute(0, 3, 1, 2).float(), out_to_stored, size)
+    return y.mul_(inside[:, None]).round_().clamp_(0, 255)
+
+
 def warp_windows(
     stored: torch.Tensor, stored_to_image: np.ndarray, image_to_out: np.ndarray, box, size: int
 ) -> torch.Tensor:
     """Output crops (B, 3, S, S) float, whole values 0..255, from stored uint8 windows
     (B, T, T, 3) on any device; zero outside each clipped box."""
-    out_to_image = crops.invert(image_to_out)
-    out_to_stored = crops.compose(crops.invert(stored_to_image.astype(np.float64)), out_to_image)
-    ix, iy = _mapped(out_to_image, size, stored.device)
-    b = torch.from_numpy(box).float().to(stored.device)[:, :, None, None] - 0.5
-    inside = (ix >= b[:, 0]) & (ix <= b[:, 2]) & (iy >= b[:, 1]) & (iy <= b[:, 3])
-    y = sample_affine(stored.permute(0, 3, 1, 2).float(), out_to_stored, size)
-    return y.mul_(inside[:, None]).round_().clamp_(0, 255)
+    return warp_mapped(stored, window_maps(stored_to_image, image_to_out, box), size)
 
 
 def _warp(
