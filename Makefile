@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # where one is provided locally and the matching CUDA build on a GPU machine.
 TORCH  := torch==2.13.0
 
-.PHONY: install demo train-demo test lint clean
+.PHONY: install demo train-demo test gpu-check lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ train-demo: install  ## one training run of the small hourglass on the synthetic
 
 test: install  ## the test suite (about 4.5 minutes on 2 cores after the install)
 	$(BIN)/python -m pytest -q
+
+gpu-check: install  ## the GPU self-test (tests marked gpu, a few minutes on one GPU), then a summary
+	$(BIN)/python scripts/gpu_check.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

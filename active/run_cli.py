@@ -28,14 +28,7 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 from active.layout import INITIAL
-from active.sweep import (
-    SweepJob,
-    file_lock,
-    job_device,
-    run_initial_once,
-    sweep_job,
-    threads_per_job,
-)
+from active.sweep import SweepJob, file_lock, run_initial_once, sweep_job, threads_per_job
 from hourglass.errors import AlposeError
 
 # Keys that may change between runs of one experiment without invalidating its results.
@@ -243,8 +236,8 @@ def select_cells(cfg: DictConfig) -> None:
 
 
 def configure_job(cfg: DictConfig, job: SweepJob | None) -> None:
-    """Torch threads and device of this process: a sweep job gets cores // parallel jobs threads
-    and, with several GPUs, GPU ``job number % GPUs``; a plain run honours ``threads``."""
+    """Torch threads of this process: a sweep job gets cores // parallel jobs threads; a plain run
+    honours ``threads``. (The job's GPU: :func:`job_gpu`.)"""
     import torch
 
     if job is None:
@@ -252,15 +245,21 @@ def configure_job(cfg: DictConfig, job: SweepJob | None) -> None:
             torch.set_num_threads(int(cfg.threads))
         return
     torch.set_num_threads(threads_per_job(job.parallel, cfg.get("threads")))
-    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    device = job_device(str(cfg.device), job.num, n_gpus)
-    if device != str(cfg.device):
+
+
+@contextmanager
+def job_gpu(cfg: DictConfig, claim: bool) -> Iterator[None]:
+    """With ``claim`` (a sweep job, or one task of a ``jobs=N`` worker) run the block on a free GPU
+    held for it (``active/gpu_claim.py``: ``cfg.device`` becomes ``cuda:<i>``); ``device=cpu``,
+    an explicit ``cuda:<i>``, no GPU or no ``claim``: ``cfg.device`` as given."""
+    from active.gpu_claim import claimed_device
+
+    if not claim:
+        yield
+        return
+    with claimed_device(str(cfg.device)) as device:
         cfg.device = device
-        torch.cuda.set_device(torch.device(device))
-    print(
-        f"  sweep job {job.num}: {torch.get_num_threads()} torch thread(s), device {cfg.device}",
-        flush=True,
-    )
+        yield
 
 
 @contextmanager
@@ -285,20 +284,29 @@ def tracked(cfg: DictConfig, experiment, name: str, seed: int) -> Iterator[None]
 
 
 def _worker(cfg_yaml: str, task: tuple[str, int], threads: int) -> tuple[str, int]:
-    """One job in a worker process (``jobs=N``): a seed's initial cycle or an (acquirer, seed) cell."""
+    """One job in a worker process (``jobs=N``): a seed's initial cycle or an (acquirer, seed) cell,
+    on a free GPU held for the task (:func:`job_gpu`)."""
     import torch
 
     torch.set_num_threads(threads)
     cfg = OmegaConf.create(cfg_yaml)
     cfg.progress = False
+    with job_gpu(cfg, claim=True):
+        _run_task(cfg, task)
+    return task
+
+
+def _run_task(cfg: DictConfig, task: tuple[str, int]) -> None:
+    """Build the experiment and run ``task``; returns nothing, so the model is freed on return."""
     experiment, _ = build_experiment(cfg)
     name, seed = task
+    if str(cfg.device).startswith("cuda:"):
+        print(f"  {name or 'cycle 0'} seed {seed} on {cfg.device}", flush=True)
     with tracked(cfg, experiment, name or INITIAL, seed):
         if name == "":
             run_initial_once(experiment, seed)
         else:
             experiment.run_cell(name, seed)
-    return task
 
 
 def run_experiment(cfg: DictConfig) -> Path:
@@ -312,7 +320,21 @@ def run_experiment(cfg: DictConfig) -> Path:
             "fresh=true cannot be used in a multirun (-m): its jobs would move each other's "
             "results aside; move the old folder aside yourself or run once without -m with fresh=true"
         )
+    import torch
+
     configure_job(cfg, job)
+    # a sweep job holds a free GPU for its whole run; with jobs=N each worker task claims its own
+    with job_gpu(cfg, claim=job is not None and int(cfg.jobs) <= 1):
+        if job is not None:
+            print(
+                f"  sweep job {job.num}: {torch.get_num_threads()} torch thread(s), device {cfg.device}",
+                flush=True,
+            )
+        return _run_cells(cfg)
+
+
+def _run_cells(cfg: DictConfig) -> Path:
+    """Store (or check) the config and run every selected cell, here or in ``jobs`` processes."""
     experiment, acquirers = build_experiment(cfg)
     root = experiment.root
     with file_lock(root / ".config.lock", "the stored config"):

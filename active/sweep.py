@@ -1,10 +1,11 @@
-"""Parallel jobs of one experiment: file locks, the shared cycle 0 trained once, threads and GPUs.
+"""Parallel jobs of one experiment: file locks, the shared cycle 0 trained once, threads per job.
 
 A Hydra multirun (``alpose run -m ... acquirer=a,b seed=0,1``) starts one job per (acquirer, seed),
 with the joblib launcher on one machine or the submitit launcher on SLURM. Jobs of one seed share
 its cycle 0 (``_initial/seed_<s>/``): the first job to take ``_initial/seed_<s>.lock`` trains it,
 the others wait on the lock and then find it done. A killed job drops its lock with its process.
 ``fcntl.flock`` works on local disks and on NFS v4 (Linux emulates it with POSIX locks there).
+Each job's GPU is claimed in ``active/gpu_claim.py`` (a free one, held for the whole job).
 """
 
 from __future__ import annotations
@@ -110,10 +111,3 @@ def threads_per_job(parallel: int, requested: int | None = None) -> int:
     if requested:
         return int(requested)
     return max(1, available_cores() // max(1, parallel))
-
-
-def job_device(device: str, num: int, n_gpus: int) -> str:
-    """``auto``/``cuda`` with several GPUs -> ``cuda:<num % n_gpus>``: one GPU per job by number."""
-    if n_gpus > 1 and device in ("auto", "cuda"):
-        return f"cuda:{num % n_gpus}"
-    return device

@@ -1,6 +1,8 @@
 """Sweeps: parallel jobs (joblib launcher) share one training of cycle 0; single-cell selection;
-the dry run lists cells and estimates cost; a failed worker job is one line and exit 2."""
+sweep jobs and `jobs=N` workers run on a claimed free GPU; the dry run lists cells and estimates
+cost; a failed worker job is one line and exit 2."""
 
+import fcntl
 import json
 import multiprocessing
 import os
@@ -8,12 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import REPO
 
 import active.experiment  # noqa: F401  (imported before the forks below, not in each of them)
-from active.sweep import TRAINED, initial_lock_path, job_device, run_initial_once, threads_per_job
+from active import gpu_claim, run_cli
+from active.sweep import TRAINED, SweepJob, initial_lock_path, run_initial_once, threads_per_job
 
 # A smaller smoke: 2 cycles (24 then 36 labelled), 1 epoch each.
 FAST = ["experiment=smoke", "progress=false", "cycles=1", "epochs_first=1"]
@@ -97,15 +101,93 @@ def test_contending_jobs_train_the_shared_cycle_once(tmp_path):
     assert run_initial_once(_SlowInitial(tmp_path), 0) is False  # done: never again
 
 
-def test_one_gpu_per_job_by_number_and_threads_split_the_cores():
-    assert [job_device("auto", n, 2) for n in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
-    assert job_device("cuda", 5, 4) == "cuda:1"
-    assert job_device("cpu", 1, 2) == "cpu"  # an explicit CPU run stays there
-    assert job_device("auto", 1, 1) == "auto"  # one GPU: every job on it
+def test_threads_split_the_cores():
     cores = len(os.sched_getaffinity(0))
     assert threads_per_job(1) == cores
     assert threads_per_job(cores * 4) == 1
     assert threads_per_job(2, requested=3) == 3
+
+
+def _held_slots(lock_dir: Path) -> list[str]:
+    """Names of the GPU slot files someone holds (a non-blocking flock fails)."""
+    held = []
+    for path in sorted(lock_dir.glob("gpu_*.lock")):
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(path.name)
+    return held
+
+
+class _DeviceRecorder:
+    """Stands in for Experiment: cycle 0 done, each cell records its device and the held slots."""
+
+    def __init__(self, cfg, lock_dir: Path, log: list) -> None:
+        self.cfg, self.lock_dir, self.log = cfg, lock_dir, log
+        self.root = Path(cfg.paths.runs) / str(cfg.name)
+        self.plan = SimpleNamespace(budgets=[24, 36], cycles=2)
+        self.protocol = SimpleNamespace(name="standard")
+
+    def initial_done(self, seed: int) -> bool:
+        return True
+
+    def run_cell(self, name: str, seed: int) -> None:
+        self.log.append((name, seed, str(self.cfg.device), _held_slots(self.lock_dir)))
+
+
+@pytest.fixture
+def two_fake_gpus(tmp_path, monkeypatch):
+    """2 fake GPUs (no CUDA), locks under tmp_path; returns (lock dir, cells log, config)."""
+    import torch
+
+    from active.bench_speed import compose
+
+    lock_dir = tmp_path / "gpus"
+    monkeypatch.setenv("ALPOSE_GPU_LOCK_DIR", str(lock_dir))
+    monkeypatch.delenv("ALPOSE_GPU_CLAIM", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(gpu_claim, "visible_gpu_count", lambda: 2)
+    log: list = []
+    monkeypatch.setattr(
+        run_cli,
+        "build_experiment",
+        lambda cfg: (_DeviceRecorder(cfg, lock_dir, log), run_cli.acquirer_configs(cfg)),
+    )
+    overrides = ["experiment=smoke", "acquirers=[random]", "seeds=[0]", "progress=false"]
+    cfg = compose("run", [*overrides, f"paths.runs={tmp_path}"])
+    threads = torch.get_num_threads()
+    yield lock_dir, log, cfg
+    torch.set_num_threads(threads)
+
+
+def _hold(path: Path):
+    """Hold ``path``'s flock as another job would (an open file description of our own)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 (closed by the caller's with)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def test_a_sweep_job_runs_on_a_free_gpu_held_for_the_whole_job(two_fake_gpus, monkeypatch):
+    lock_dir, log, cfg = two_fake_gpus
+    monkeypatch.setattr(run_cli, "sweep_job", lambda: SweepJob(num=5, parallel=2))
+    names = gpu_claim.slot_names(2)
+    with _hold(lock_dir / names[1]):  # GPU 1 (= job 5 % 2 GPUs) is busy with another job
+        run_cli.run_experiment(cfg)
+    assert log == [("random", 0, "cuda:0", names)]  # on the free GPU, held while it ran
+    assert _held_slots(lock_dir) == []  # released with the job
+
+
+def test_jobs_n_workers_each_claim_a_free_gpu_per_task(two_fake_gpus):
+    lock_dir, log, cfg = two_fake_gpus
+    names = gpu_claim.slot_names(2)
+    cfg_yaml = run_cli.OmegaConf.to_yaml(cfg, resolve=True)
+    with _hold(lock_dir / names[0]):  # GPU 0 busy with another worker's task
+        assert run_cli._worker(cfg_yaml, ("random", 0), 1) == ("random", 0)
+    assert run_cli._worker(cfg_yaml, ("random", 0), 1) == ("random", 0)
+    assert log == [("random", 0, "cuda:1", names), ("random", 0, "cuda:0", [names[0]])]
+    assert _held_slots(lock_dir) == []
 
 
 def _dry(cli, runs, data, *extra):
