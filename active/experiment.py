@@ -35,6 +35,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from active.acquirers.base import AcquisitionContext
+from active.acquirers.registry import inference_amp
 from active.head_pass import fit_head_frozen
 from active.layout import INITIAL, METRIC_COLUMNS, budget_schedule, joint_columns, seed_dir
 from active.tracking import NullTracker, Tracker
@@ -491,6 +492,7 @@ class Experiment:
             aux_head,
             self.progress,
             self.protocol.name,
+            amp=inference_amp(acquirer),
         )
         picks = np.asarray(acquirer.select(ctx, k), dtype=np.int64)
         kill_point("acquire")  # test-only fault injection (hourglass/io.py)

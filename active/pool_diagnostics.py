@@ -177,6 +177,7 @@ def rescore(
 ) -> np.ndarray | None:
     """The acquirer's own scores of every offered row (None when it does not rank rows)."""
     from active.acquirers.base import AcquisitionContext
+    from active.acquirers.registry import inference_amp
     from active.experiment import has_aux_head
 
     if not callable(getattr(acquirer, "scores", None)):
@@ -199,6 +200,7 @@ def rescore(
         head,
         False,
         run.protocol,
+        amp=inference_amp(acquirer),
     )
     return np.asarray(acquirer.scores(ctx, offered), np.float64)
 

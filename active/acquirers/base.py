@@ -30,6 +30,7 @@ from torch import nn
 from hourglass.datasets.cache import PoseCache
 from hourglass.evaluate import iterate_outputs
 from hourglass.losses import LossKind, to_heatmaps
+from hourglass.model import PoseOutput
 
 if TYPE_CHECKING:
     from hourglass.train import AuxiliaryHead
@@ -66,6 +67,9 @@ class AcquisitionContext:
     aux_head: nn.Module | None = None
     progress: bool = True
     protocol: str = "standard"
+    # bf16 autocast for this acquirer's inference; off (fp32) unless its config asks (``amp:
+    # true``), whatever training used: bf16 rounding ties heatmap peaks and moves embeddings.
+    amp: bool = False
 
     @classmethod
     def for_training(
@@ -80,6 +84,7 @@ class AcquisitionContext:
         aux_head: nn.Module | None = None,
         progress: bool = False,
         protocol: str = "standard",
+        amp: bool = False,
     ) -> AcquisitionContext:
         """The context of a cycle trained with ``train_cfg`` (its loss and evaluation batch size);
         the model and head are moved to ``device``. One constructor for the runner, the report's
@@ -96,6 +101,28 @@ class AcquisitionContext:
             aux_head=aux_head.to(device) if aux_head is not None else None,
             progress=progress,
             protocol=protocol,
+            amp=amp,
+        )
+
+    def outputs(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        *,
+        flip: bool = False,
+        progress: str | None = None,
+    ) -> Iterator[tuple[np.ndarray, PoseOutput]]:
+        """(batch rows, model output) over ``indices`` in eval mode, at the acquirer's precision
+        (fp32 unless ``amp``): every acquirer's inference goes through here."""
+        return iterate_outputs(
+            self.model,
+            self.data,
+            indices,
+            batch_size=self.batch_size,
+            device=self.device,
+            flip=flip,
+            progress=progress,
+            amp=self.amp,
+            amp_cpu=self.amp,
         )
 
     def infer(
@@ -117,14 +144,8 @@ class AcquisitionContext:
             raise ValueError("aux outputs asked for, but this model has no auxiliary head")
         if self.aux_head is not None:
             self.aux_head.eval()
-        for _, out in iterate_outputs(
-            self.model,
-            self.data,
-            indices,
-            batch_size=self.batch_size,
-            device=self.device,
-            flip=flip,
-            progress="score pool" if self.progress else None,
+        for _, out in self.outputs(
+            indices, flip=flip, progress="score pool" if self.progress else None
         ):
             if heatmaps:
                 parts["heatmaps"].append(to_heatmaps(out.last, self.loss))

@@ -172,16 +172,12 @@ class _EnsembleAcquirer:
         return pred[:, :, 0], torch.exp(pred[:, :, 1].clamp(-20, 20))
 
     def _batches(self, ctx: AcquisitionContext, pool: np.ndarray):
-        from hourglass.evaluate import iterate_outputs
-
         if ctx.aux_head is None:
             raise ValueError(f"{type(self).__name__} needs its ensemble head (ctx.aux_head)")
         torch.manual_seed(int(ctx.rng.integers(2**31)))  # MC-dropout masks: seeded per cycle
         desc = f"{self.name} scores" if ctx.progress else None
         yield from tqdm(
-            iterate_outputs(
-                ctx.model, ctx.data, pool, batch_size=ctx.batch_size, device=ctx.device
-            ),
+            ctx.outputs(pool),
             desc=desc,
             disable=desc is None,
             leave=False,

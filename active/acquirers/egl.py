@@ -38,7 +38,7 @@ from active.acquirers.egl_grads import (
     sq_grad_norms_of_cotangents,
 )
 from hourglass.datasets.views import model_images, target_joints
-from hourglass.evaluate import images_to_tensor, iterate_outputs
+from hourglass.evaluate import images_to_tensor
 from hourglass.heatmaps import gaussian_targets, image_to_heatmap
 
 __all__ = [
@@ -222,9 +222,7 @@ class EGLPlusPlusAcquirer:
     def _fill_targets(self, ctx: AcquisitionContext, rows: np.ndarray, store: _TargetStore) -> None:
         """Write each labelled row's target heatmaps (every stack) into ``store``."""
         pos = 0
-        for idx, out in iterate_outputs(
-            ctx.model, ctx.data, rows, batch_size=ctx.batch_size, device=ctx.device
-        ):
+        for idx, out in ctx.outputs(rows):
             raw = out.heatmaps.float()
             if self.targets == "gt":
                 joints = target_joints(ctx.data, ctx.data.joints[idx], ctx.data.visibility[idx])

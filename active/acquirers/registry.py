@@ -19,8 +19,9 @@ from hourglass.errors import AlposeError
 GROUP = "acquirer"
 # Config keys that describe the acquirer or how the runner uses it, not its constructor's:
 # pool_subsample (optional) scores only a seeded random subset of that size of the pool each cycle,
-# for this acquirer alone (the experiment-wide ``pool_subsample`` otherwise).
-META_KEYS = ("name", "pool_subsample")
+# for this acquirer alone (the experiment-wide ``pool_subsample`` otherwise); amp (optional, default
+# false) runs its inference under bf16 autocast instead of fp32.
+META_KEYS = ("name", "pool_subsample", "amp")
 
 
 def known_acquirers() -> list[str]:
@@ -60,4 +61,11 @@ def build_acquirer(cfg: DictConfig | Mapping[str, Any] | str) -> Acquirer:
         if int(sub) < 1:
             raise AlposeError(f"acquirer {node.get('name', target)}: pool_subsample must be >= 1")
         acquirer.pool_subsample = int(sub)
+    if node.get("amp") is not None:
+        acquirer.amp = bool(node["amp"])
     return acquirer
+
+
+def inference_amp(acquirer: Any) -> bool:
+    """Whether ``acquirer`` scores under bf16 autocast (its config's ``amp``); fp32 by default."""
+    return bool(getattr(acquirer, "amp", False))
