@@ -11,19 +11,19 @@ epoch's head is kept (no aux validation split).
 
 from __future__ import annotations
 
-import math
+import functools
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hourglass.augment import PoseAugmenter
+from hourglass.augment_batch import finish_batch, make_augmenter, stage_batch
 from hourglass.datasets.cache import PoseCache
 from hourglass.device import autocast, resolve_device
 from hourglass.errors import AlposeError
-from hourglass.evaluate import images_to_tensor
+from hourglass.feeder import Prefetcher
 from hourglass.losses import per_sample_loss
-from hourglass.train import AuxBatch, AuxiliaryHead, TrainConfig, batch_targets, make_batch
+from hourglass.train import AuxBatch, AuxiliaryHead, TrainConfig, step_batches, target_maps
 
 
 def fit_head_frozen(
@@ -42,32 +42,33 @@ def fit_head_frozen(
     model.to(device).eval()
     head.module.to(device).train()
     optimiser = torch.optim.Adam(head.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    augmenter = PoseAugmenter(cfg.augment)
+    augmenter = make_augmenter(cfg.augment, device)
     drop_last = len(indices) >= cfg.batch_size
     for epoch in range(1, epochs + 1):
         order = np.random.default_rng([cfg.seed, epoch]).permutation(indices)
         augmenter.reseed(cfg.seed * 1_000_003 + epoch)
-        steps = (
-            len(order) // cfg.batch_size if drop_last else math.ceil(len(order) / cfg.batch_size)
-        )
-        for step in range(steps):
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            images, joints, vis = make_batch(data, idx, augmenter)
-            with torch.no_grad(), autocast(device, cfg.amp):
-                out = model(images_to_tensor(images, device))
-            targets, has_target = batch_targets(
-                joints, vis, data.image_size, out.heatmaps.shape[-1], cfg, device
-            )
-            sample_loss = per_sample_loss(out.heatmaps, targets, has_target, cfg.loss)
-            loss = head.weight * head.compute_loss(sample_loss, AuxBatch(out, targets, has_target))
-            if not torch.isfinite(loss):
-                raise AlposeError(
-                    f"the {head.name} head's loss became NaN/inf in its cycle-0 pass (epoch {epoch}); "
-                    "lower train.lr"
+        batches = step_batches(order, cfg.batch_size, drop_last)
+        first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # read once per epoch
+        stage = functools.partial(stage_batch, data, augmenter=augmenter, device=device)
+        with Prefetcher(batches, stage, cfg.prefetch, device) as feed:
+            for step, staged in enumerate(feed):
+                with torch.no_grad(), autocast(device, cfg.amp):
+                    out = model(finish_batch(staged))
+                targets, has_target = target_maps(
+                    staged.joints, staged.present, data.image_size, out.heatmaps.shape[-1], cfg
                 )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+                sample_loss = per_sample_loss(out.heatmaps, targets, has_target, cfg.loss)
+                batch = AuxBatch(out, targets, has_target, staged.visible)
+                loss = head.weight * head.compute_loss(sample_loss, batch)
+                first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, step)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+        if int(first_bad) >= 0:
+            raise AlposeError(
+                f"the {head.name} head's loss became NaN/inf in its cycle-0 pass (epoch {epoch}); "
+                "lower train.lr"
+            )
     model.train(was_training)
     head.module.eval()
     return {k: v.detach().to("cpu", copy=True) for k, v in head.module.state_dict().items()}

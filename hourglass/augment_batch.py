@@ -90,7 +90,8 @@ class Staged:
     kind: ``crops`` (pixels are the model crops (B, S, S, 3)), ``jitter`` (crops still to be
     warped by ``maps[0]``, output -> input (B, 2, 3)) or ``windows`` (stored windows (B, T, T, 3)
     and their ``views.window_maps``); pixels uint8. joints (B, J, 2) float32 and present (B, J)
-    bool (the joints that get a target) on the device; host_joints and vis on the host; size: S.
+    bool (the joints that get a target) and visible (B, J) bool (flag 1) on the device;
+    host_joints and vis on the host; size: S.
     """
 
     kind: str
@@ -101,6 +102,7 @@ class Staged:
     present: Tensor
     host_joints: np.ndarray
     vis: np.ndarray
+    visible: Tensor
 
 
 def relabel(
@@ -200,7 +202,8 @@ def _staged(
     """A :class:`Staged` with the target joints and their presence copied to ``device``."""
     joints_t = to_device(torch.from_numpy(np.ascontiguousarray(joints)).float(), device)
     present = to_device(np.ascontiguousarray(vis >= 0), device)
-    return Staged(kind, size, pixels, maps, joints_t, present, joints, vis)
+    visible = to_device(np.ascontiguousarray(vis == 1), device)
+    return Staged(kind, size, pixels, maps, joints_t, present, joints, vis, visible)
 
 
 def finish_batch(staged: Staged) -> Tensor:

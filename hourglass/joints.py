@@ -76,7 +76,8 @@ LSP_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((0, 5), (1, 4), (2, 3), (6, 11), 
 LSP_TO_MPII: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 8, 9)
 
 
-# Skeleton links in LSP order (LSP_JOINTS): a tree rooted at head_top (13) through the neck (12).
+# Skeleton links in LSP order (LSP_JOINTS): a tree rooted at head_top (13) through the neck (12);
+# LSP has no pelvis, so each hip hangs from the shoulder on its side (the anchor's VL4Pose tree).
 LSP_LINKS: tuple[tuple[int, int], ...] = (
     (13, 12),
     (12, 8),
@@ -85,12 +86,12 @@ LSP_LINKS: tuple[tuple[int, int], ...] = (
     (12, 9),
     (9, 10),
     (10, 11),  # left arm
-    (12, 2),
+    (8, 2),
     (2, 1),
-    (1, 0),  # right leg
-    (12, 3),
+    (1, 0),  # right shoulder - right leg
+    (9, 3),
     (3, 4),
-    (4, 5),  # left leg
+    (4, 5),  # left shoulder - left leg
 )
 
 

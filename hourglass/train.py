@@ -88,12 +88,14 @@ class AuxBatch:
     """What a batch offers an auxiliary loss besides the per-sample pose loss (all detached).
 
     output: the pose net's :class:`PoseOutput`; targets (B, J, H, W) and has_target (B, J): the
-    ground-truth heatmaps the pose loss used (aleatoric and VL4Pose need them).
+    ground-truth heatmaps the pose loss used (aleatoric and VL4Pose need them); visible (B, J)
+    bool: the joints flagged visible (the anchor's Learning Loss counts them on LSP).
     """
 
     output: PoseOutput
     targets: Tensor
     has_target: Tensor
+    visible: Tensor | None = None
 
 
 @dataclass
@@ -297,7 +299,7 @@ def _train_epoch(
             sample_loss, out, targets, has_target = _forward_loss(net, staged, data.image_size, cfg)
             loss = sample_loss.mean()
             if aux_heads:
-                batch = AuxBatch(out.detach(), targets, has_target)
+                batch = AuxBatch(out.detach(), targets, has_target, staged.visible)
                 for head in aux_heads:
                     loss = loss + head.weight * head.compute_loss(sample_loss.detach(), batch)
             first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, step)
@@ -309,7 +311,7 @@ def _train_epoch(
     return int(bad), total
 
 
-def _step_batches(order: np.ndarray, batch_size: int, drop_last: bool) -> list[np.ndarray]:
+def step_batches(order: np.ndarray, batch_size: int, drop_last: bool) -> list[np.ndarray]:
     """``order`` cut into the epoch's batches (a short last one only when not ``drop_last``)."""
     n = len(order) // batch_size if drop_last else math.ceil(len(order) / batch_size)
     return [order[step * batch_size : (step + 1) * batch_size] for step in range(n)]
@@ -414,7 +416,7 @@ def fit(
         t0 = time.perf_counter()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(train_indices)
         augmenter.reseed(cfg.seed * 1_000_003 + epoch)
-        batches = _step_batches(order, cfg.batch_size, drop_last)
+        batches = step_batches(order, cfg.batch_size, drop_last)
         bad_step, loss_sum = _train_epoch(
             net, data, batches, augmenter, optimiser, aux_heads, cfg, device
         )
@@ -527,7 +529,7 @@ def time_training(
     )
     stage = functools.partial(stage_batch, data, augmenter=augmenter, device=device)
     t0 = time.perf_counter()
-    batches = _step_batches(order, cfg.batch_size, True)
+    batches = step_batches(order, cfg.batch_size, True)
     with Prefetcher(batches, stage, cfg.prefetch, device) as feed:
         for step, staged in enumerate(feed):
             if step == warmup:

@@ -3,7 +3,10 @@
 A head predicts each image's pose loss from the pose net's detached multi-scale features; the
 unlabelled images with the highest predicted loss are labelled next (anchor.md 6.4-6.5). Training
 pairs a batch's first half with its second, (i, i + B/2), and uses the anchor's per-sample loss:
-the pose loss (mean over stacks) divided by (annotated joints + 0.1).
+the pose loss (mean over stacks) divided by (n + 0.1), n = the joints with a target (annotated,
+occluded ones included). Keeping the anchor's behaviour (``anchor_bugs``), n counts only the
+visible joints on LSP/LSPET (torso-normalised caches), as the anchor's LSP loaders do; on MPII the
+two counts agree.
 
 margin (Learning Loss): mean over pairs of max(0, xi - sign(l_i - l_j) (lhat_i - lhat_j)), xi = 1.
 kl (LearningLoss++): mean over pairs of KL(p || q), p = (l_i, l_j) / (l_i + l_j), q =
@@ -33,11 +36,12 @@ def pair_halves(x: Tensor) -> tuple[Tensor, Tensor]:
     return x[:half], x[half : 2 * half]
 
 
-def normalised_loss(sample_loss: Tensor, has_target: Tensor | None) -> Tensor:
-    """The anchor's per-sample target l / (n + 0.1), n = joints with a target (anchor.md 6.4)."""
-    if has_target is None:
+def normalised_loss(sample_loss: Tensor, counted: Tensor | None) -> Tensor:
+    """The anchor's per-sample target l / (n + 0.1), n = the joints ``counted`` (B, J) bool
+    (anchor.md 6.4); ``counted=None`` leaves the loss as it is."""
+    if counted is None:
         return sample_loss
-    return sample_loss / (has_target.float().sum(dim=1) + 0.1)
+    return sample_loss / (counted.float().sum(dim=1) + 0.1)
 
 
 def margin_ranking_loss(predicted: Tensor, true: Tensor, margin: float = 1.0) -> Tensor:
@@ -110,22 +114,32 @@ class LearningLossAcquirer(RankingAcquirer):
         self.normalise, self.weight, self.head_epochs = normalise, float(weight), head_epochs
         self.anchor_bugs = anchor_bugs
 
-    def loss(self, predicted: Tensor, sample_loss: Tensor, batch: AuxBatch) -> Tensor:
-        """The head's training loss for one batch."""
-        true = normalised_loss(sample_loss, batch.has_target if self.normalise else None)
+    def loss(
+        self, predicted: Tensor, sample_loss: Tensor, batch: AuxBatch, visible_only: bool = False
+    ) -> Tensor:
+        """The head's training loss for one batch (n of l / (n + 0.1): the joints with a target,
+        or the visible ones only when ``visible_only``)."""
+        counted = batch.visible if visible_only else batch.has_target
+        true = normalised_loss(sample_loss, counted if self.normalise else None)
         if self.objective == "margin":
             return margin_ranking_loss(predicted, true, self.margin)
         return pair_kl_loss(predicted, true)
 
     def auxiliary_head(self, model: nn.Module, data: PoseCache, protocol: str) -> AuxiliaryHead:
         """A fresh loss-prediction head (one output) and its loss."""
+        keep = keeps_anchor_bugs(self.anchor_bugs, protocol)
+        visible_only = keep and data.normaliser_kind == "torso"  # the anchor's LSP/LSPET count
+
+        def loss(predicted: Tensor, sample_loss: Tensor, batch: AuxBatch) -> Tensor:
+            return self.loss(predicted, sample_loss, batch, visible_only)
+
         return AuxiliaryHead(
             name="learning_loss",
             module=build_head(self.head, model, data, 1),
-            loss=self.loss,
+            loss=loss,
             weight=self.weight,
             with_batch=True,
-            decay_lr=not keeps_anchor_bugs(self.anchor_bugs, protocol),
+            decay_lr=not keep,
         )
 
     def scores(self, ctx: AcquisitionContext, indices: np.ndarray) -> np.ndarray:
