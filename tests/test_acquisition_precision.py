@@ -84,7 +84,9 @@ def test_no_acquisition_inference_asks_for_autocast_unless_configured(tiny, monk
     ctx.infer(ctx.unlabelled[:40], heatmaps=True, embedding=True, pyramid=True)
     assert asked and not any(asked)
     asked.clear()
-    context(data, model, amp_train=True, amp_acquirer=True).infer(ctx.unlabelled[:40], heatmaps=True)
+    context(data, model, amp_train=True, amp_acquirer=True).infer(
+        ctx.unlabelled[:40], heatmaps=True
+    )
     assert asked and all(asked)
 
 
