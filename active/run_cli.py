@@ -57,10 +57,12 @@ ADDED_DEFAULTS = {
     "train.channels_last": True,
     "train.compile": "off",
     "train.compile_backend": "inductor",
+    "train.deterministic": False,
     "train.epoch_checkpoint": False,
 }
 # Settings that change speed, memory or crash-safety but not the numbers.
-FREE_DOTTED_KEYS = {"train.epoch_checkpoint", "dataset.in_memory"}
+FREE_DOTTED_KEYS = {"train.epoch_checkpoint", "train.prefetch", "dataset.in_memory"}
+AUGMENT_PATH = "train.augment.path"  # compared as resolved for the device: auto = sample on a CPU
 _MAIN = "ALPOSE_RUN_MAIN"  # host:pid of the `alpose run` process, to tell launcher workers apart
 
 
@@ -115,7 +117,18 @@ def config_differences(stored: dict, new: dict) -> list[str]:
         }
 
     a, b = kept({**ADDED_DEFAULTS, **_flatten(stored)}), kept(_flatten(new))
+    on_cuda = _runs_on_cuda(str(new.get("device", "auto")))
+    for flat in (a, b):
+        if flat.get(AUGMENT_PATH) == "auto":
+            flat[AUGMENT_PATH] = "batch" if on_cuda else "sample"
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def _runs_on_cuda(device: str) -> bool:
+    """Whether a run with ``device`` (auto, cpu, cuda[:i]) trains on a GPU here."""
+    import torch  # heavy: loaded only when a stored config is compared
+
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
 def _stored_and_new(

@@ -52,3 +52,21 @@ def test_acquirer_settings_override_one_named_acquirer_only():
     egl = build_acquirer(configs["egl_pp"])
     assert egl.k == 7 and egl.pool_subsample == 300
     assert getattr(build_acquirer(configs["random"]), "pool_subsample", None) is None
+
+
+def test_augment_path_auto_counts_as_sample_on_a_cpu_and_batch_on_a_gpu(monkeypatch):
+    import torch
+
+    stored, new = stored_and_new()
+    stored["train"]["augment"]["path"] = "sample"  # a run stored before `auto` was the default
+    new["train"]["augment"]["path"] = "auto"
+    new["train"]["prefetch"] = 2  # speed only
+    new["device"] = "cpu"
+    assert config_differences(stored, new) == []
+    new["device"] = "cuda"  # auto = the device warp there: other numbers
+    assert config_differences(stored, new) == ["train.augment.path"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    new["device"] = "auto"
+    assert config_differences(stored, new) == ["train.augment.path"]
+    new["train"]["deterministic"] = True
+    assert config_differences(stored, new) == ["train.augment.path", "train.deterministic"]
