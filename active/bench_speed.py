@@ -7,7 +7,7 @@ training (``train.time_training``: fit's step incl. the data path), inference
 experiment builds; images/s = pool images / seconds), and the data path per CPU core (per-sample
 albumentations vs the batch path). The real data path is timed on an MPII-size format-2 cache
 the bench builds once and reuses (``--data-rows``, default 17,000 stored 293 px windows = 4.4 GB,
-lzf, one chunk per row, cut from synthetic photos): ``cache read`` rows/s of random batches of 16
+one chunk per row stored as caches are written (``--data-compression``), cut from synthetic photos): ``cache read`` rows/s of random batches of 16
 (per-row lazy reads, the in-memory array, and the old h5py fancy-indexed read) and ``host step``,
 the host side of one paper-size training step (cut plan + rows into a pinned buffer; the warp
 runs on the device), both on one core. Each row names the row it replaces (the per-sample CPU
@@ -265,17 +265,18 @@ def margin_cache_path(folder: Path, rows: int, distinct: int, compression: str) 
 
 
 def build_margin_cache(
-    path: Path, rows: int, distinct: int, compression: str = "lzf", seed: int = 0
+    path: Path, rows: int, distinct: int, compression: str = "checksum", seed: int = 0
 ) -> Path:
     """Write a format-2 cache of ``rows`` persons as ``alpose prepare mpii`` would: synthetic
     photos (PHOTO_SIDE px) cut into 293 px stored windows (``crops.cut_stored``) and the crop
     fields of ``real_cache.finish_cache``; ``distinct`` rendered persons repeat to fill the rows
     (their compressed chunks copied as they are). Images (rows, 293, 293, 3) uint8, one chunk per
-    row, ``compression`` lzf (as real caches) or none."""
+    row, stored as ``compression`` (``cache.IMAGE_STORAGE``: checksum as caches are written now,
+    lzf as older versions wrote them, or none)."""
     import h5py
 
     from hourglass.datasets import crops
-    from hourglass.datasets.cache import write_fields
+    from hourglass.datasets.cache import image_filters, write_fields
     from hourglass.datasets.real_cache import finish_cache
     from hourglass.datasets.records import PersonTable
     from hourglass.datasets.synthetic import SyntheticConfig, render_split
@@ -319,7 +320,7 @@ def build_margin_cache(
             shape=(rows, STORE_SIDE, STORE_SIDE, 3),
             dtype=np.uint8,
             chunks=(1, STORE_SIDE, STORE_SIDE, 3),
-            compression=None if compression == "none" else compression,
+            **image_filters(compression),
         )
         ds[:distinct] = stored
         f.flush()
@@ -898,8 +899,9 @@ def speed_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--data-compression",
-        default="lzf",
-        choices=["lzf", "none"],
-        help="the bench cache's image compression (real caches: lzf)",
+        default="checksum",
+        choices=["checksum", "lzf", "none"],
+        help="how the bench cache stores images: checksum (uncompressed + Fletcher-32, as caches "
+        "are written now), lzf (as older versions wrote them), none",
     )
     p.add_argument("--json", default=None, metavar="OUT", help="also write the rows as JSON")

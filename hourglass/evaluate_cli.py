@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hourglass.datasets.cache import open_for_reading
 from hourglass.errors import AlposeError
 from hourglass.metrics import CONVENTIONS, PCKResult, format_table, lsp_pck, mpii_pckh
 
@@ -66,7 +67,7 @@ def _read_hdf5(path: Path, reverse_axes: bool) -> dict[str, np.ndarray]:
     import h5py
 
     out: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as f:
+    with open_for_reading(path) as f:
         for name, item in f.items():
             if isinstance(item, h5py.Dataset) and item.dtype.kind in "biuf":
                 arr = np.asarray(item[()])

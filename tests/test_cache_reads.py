@@ -151,3 +151,36 @@ def test_a_damaged_cache_still_asks_to_re_create_it(tmp_path):
     with pytest.raises(AlposeError, match="delete it and re-create it") as err:
         load_cache(bad, prepare_hint="alpose prepare unit")
     assert "locking" not in str(err.value)
+
+
+def test_images_are_stored_uncompressed_with_a_checksum_and_lzf_caches_still_read(path):
+    with h5py.File(path, "r", locking=False) as f:
+        ds = f["images"]
+        assert ds.compression is None and ds.fletcher32 and ds.chunks == (1, SIDE, SIDE, 3)
+        images = ds[...]
+        older = path.with_name("lzf.h5")  # as older versions wrote images
+        with h5py.File(older, "w") as g:
+            g.create_dataset("images", data=images, chunks=(1, SIDE, SIDE, 3), compression="lzf")
+            for name in f:
+                if name != "images":
+                    f.copy(f[name], g, name)
+            g.attrs.update(f.attrs)
+    for in_memory in (True, False):
+        data = load_cache(older, in_memory=in_memory)
+        np.testing.assert_array_equal(data.images[np.arange(N)], images)
+
+
+def test_a_flipped_byte_in_an_image_chunk_is_a_read_error_not_wrong_pixels(path):
+    with h5py.File(path, "r", locking=False) as f:
+        info = f["images"].id.get_chunk_info(3)
+    with open(path, "r+b") as f:
+        f.seek(info.byte_offset + 100)
+        byte = f.read(1)
+        f.seek(info.byte_offset + 100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    lazy = load_cache(path, in_memory=False)
+    np.testing.assert_array_equal(lazy.images[[0, 1, 2]].shape, (3, SIDE, SIDE, 3))  # others read
+    with pytest.raises(AlposeError, match="cannot read images"):
+        lazy.images[[2, 3]]
+    with pytest.raises(AlposeError, match="delete it and re-create it"):
+        load_cache(path, in_memory=True)

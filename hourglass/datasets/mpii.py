@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hourglass.datasets.cache import SPLIT_NAMES
+from hourglass.datasets.cache import SPLIT_NAMES, open_for_reading
 from hourglass.datasets.records import PersonTable
 from hourglass.errors import AlposeError
 from hourglass.joints import MPII_JOINTS
@@ -143,11 +143,10 @@ def read_h5(path: str | Path) -> MpiiRects:
 
     Missing joints are (0, 0) in ``part``; ``visible`` is 0 for occluded and missing alike.
     """
-    import h5py
 
     path = Path(path)
     try:
-        with h5py.File(path, "r") as f:
+        with open_for_reading(path) as f:
             part = f["part"][...].astype(np.float64)
             visible = f["visible"][...]
             diag = f["normalize"][...].astype(np.float64) / 0.6

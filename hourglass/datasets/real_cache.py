@@ -24,7 +24,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hourglass.datasets import crops
-from hourglass.datasets.cache import PoseCache, create_image_dataset, write_fields
+from hourglass.datasets.cache import (
+    PoseCache,
+    create_image_dataset,
+    open_for_reading,
+    write_fields,
+)
 from hourglass.datasets.records import PersonTable
 from hourglass.errors import AlposeError
 from hourglass.io import atomic_path
@@ -64,7 +69,7 @@ def source_hash(annotations: list[Path], image_dirs: list[Path], settings: dict)
 def stored_hash(path: Path) -> str | None:
     """The ``source_hash`` a cache was built from (None if absent or unreadable)."""
     try:
-        with h5py.File(path, "r") as f:
+        with open_for_reading(path) as f:
             return json.loads(f.attrs.get("provenance", "{}")).get("source_hash")
     except OSError:
         return None
