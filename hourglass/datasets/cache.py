@@ -297,10 +297,9 @@ class PoseCache:
 
 
 # How image chunks are stored. ``checksum`` (written now): uncompressed with HDF5's Fletcher-32
-# checksum per chunk, so a damaged chunk is still a read error. lzf saves only ~20 % on photos
-# and decodes ~9x slower (measured on 600 LSP photos at 293 px, one core: 1,438 rows/s lzf,
-# 5,181 checksum, 12,612 bare), too slow to feed a GPU from disk. Caches written with lzf by older
-# versions read as before.
+# checksum per chunk, so a damaged chunk is still a read error. lzf saves only ~20 % on photos and
+# reads ~3.6x slower (600 LSP photos at 293 px, one core: 1,438 rows/s lzf, 5,181 checksum, 12,612
+# bare), too slow to feed a GPU from disk. Caches written with lzf by older versions read as before.
 IMAGE_STORAGE = {"checksum": {"fletcher32": True}, "lzf": {"compression": "lzf"}, "none": {}}
 
 
