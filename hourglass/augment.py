@@ -26,9 +26,10 @@ class AugmentConfig:
     scale_min: float = 0.75
     scale_max: float = 1.25
     rotate: float = 45.0
-    # "sample": albumentations image by image on the CPU (the anchor's way; default, reproduces
-    # earlier results); "batch": whole batches warped on the model's device (augment_batch.py).
-    path: str = "sample"
+    # "auto" (default): "batch" on CUDA, "sample" on the CPU; "sample": albumentations image by
+    # image on the CPU (the anchor's way; reproduces earlier CPU results); "batch": whole batches
+    # warped on the model's device (augment_batch.py).
+    path: str = "auto"
 
 
 def hflip(image: np.ndarray, joints: np.ndarray, visibility: np.ndarray) -> tuple[np.ndarray, ...]:

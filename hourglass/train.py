@@ -80,7 +80,7 @@ class TrainConfig:
     prefetch: int = 2  # batches prepared ahead in a worker thread (0: inline); same numbers
     deterministic: bool = False  # CUDA: deterministic kernels (slower); false: cuDNN autotuning
     seed: int = 0
-    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(path="auto"))
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass

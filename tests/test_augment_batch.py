@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from real_fixtures import fixture_cache
+from test_train import tiny_fit
 
 from hourglass.augment import AugmentConfig, PoseAugmenter, albumentations_affine, jitter_maps
 from hourglass.augment_batch import BatchAugmenter, device_batch, warp_crops
@@ -12,8 +13,7 @@ from hourglass.datasets.cache import load_cache
 from hourglass.datasets.views import model_batch
 from hourglass.errors import AlposeError
 from hourglass.heatmaps import gaussian_targets, image_to_heatmap
-from hourglass.model import StackedHourglass
-from hourglass.train import TrainConfig, fit
+from hourglass.train import TrainConfig
 
 # (flip, shift x, shift y (fraction of the side), zoom, rotation in degrees as albumentations)
 CASES = [
@@ -112,20 +112,9 @@ def test_real_caches_cut_the_same_crops_on_the_batch_path(tmp_path):
 
 
 def fit_once(data, path: str, seed: int = 0):
-    torch.manual_seed(0)
-    model = StackedHourglass(1, 8, 2, 16)
-    cfg = TrainConfig(
-        epochs=1,
-        batch_size=8,
-        loss="ce",
-        sigma=1.0,
-        peak=1.0,
-        device="cpu",
-        seed=seed,
-        augment=AugmentConfig(path=path),
-    )
-    fit(model, data, data.indices("train")[:24], data.indices("val")[:8], cfg, progress=False)
-    return model.state_dict()
+    return tiny_fit(data, 24, 8, epochs=1, seed=seed, augment=AugmentConfig(path=path))[
+        0
+    ].state_dict()
 
 
 def test_fit_trains_on_the_batch_path_deterministically(tiny_cache):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from real_fixtures import fixture_cache
+from test_train import tiny_fit
 
 from hourglass import feeder
 from hourglass.augment import AugmentConfig, PoseAugmenter
@@ -19,7 +20,6 @@ from hourglass.datasets.cache import load_cache
 from hourglass.evaluate import predict_coords
 from hourglass.feeder import Prefetcher, to_device
 from hourglass.model import StackedHourglass
-from hourglass.train import TrainConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -186,22 +186,9 @@ def test_prefetched_training_batches_equal_the_inline_ones(tiny_cache, tmp_path,
 
 
 def fit_weights(data, prefetch, path):
-    torch.manual_seed(0)
-    model = StackedHourglass(1, 8, 2, 16)
-    cfg = TrainConfig(
-        epochs=2,
-        batch_size=8,
-        loss="ce",
-        sigma=1.0,
-        peak=1.0,
-        device="cpu",
-        seed=4,
-        eval_batch_size=4,
-        prefetch=prefetch,
-        augment=AugmentConfig(path=path, rotate=20.0),
-    )
-    result = fit(
-        model, data, data.indices("train")[:24], data.indices("val")[:6], cfg, progress=False
+    augment = AugmentConfig(path=path, rotate=20.0)
+    model, result = tiny_fit(
+        data, 24, 6, epochs=2, seed=4, eval_batch_size=4, prefetch=prefetch, augment=augment
     )
     return model.state_dict(), result.history
 

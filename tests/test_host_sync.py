@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import small_config
 
 from hourglass.augment import AugmentConfig
 from hourglass.evaluate import predict_coords
@@ -41,18 +42,8 @@ def syncs(monkeypatch):
 
 
 def config(**kw) -> TrainConfig:
-    base = dict(
-        epochs=2,
-        batch_size=4,
-        loss="ce",
-        sigma=1.0,
-        peak=1.0,
-        device="cpu",
-        seed=1,
-        eval_batch_size=8,
-        select_by="loss",
-    )
-    return TrainConfig(**{**base, **kw})
+    base = dict(epochs=2, batch_size=4, seed=1, eval_batch_size=8, select_by="loss")
+    return small_config(**{**base, **kw})
 
 
 def fit_syncs(data, calls, steps, **kw) -> list[str]:

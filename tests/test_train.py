@@ -26,6 +26,16 @@ def small_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
+def tiny_fit(data, n_train: int, n_select: int, **overrides):
+    """A seeded 8-channel, 1-stack model fitted on the first training and validation rows of
+    ``data`` with ``small_config(batch_size=8, **overrides)``: (model, FitResult)."""
+    torch.manual_seed(0)
+    model = StackedHourglass(1, 8, 2, 16)
+    cfg = small_config(**{"batch_size": 8, **overrides})
+    rows, select = data.indices("train")[:n_train], data.indices("val")[:n_select]
+    return model, fit(model, data, rows, select, cfg, progress=False)
+
+
 def val_pckh(model, data, cfg) -> float:
     idx = data.indices("val")
     return headline(score(data, idx, predict_coords(model, data, idx, loss=cfg.loss))["standard"])
