@@ -668,8 +668,8 @@ def estimate(
     threads: int = 1,
 ) -> dict:
     """Wall time of the experiment from the measured per-image costs on ``device``. On a real
-    dataset training is also bounded by the host side of its steps (``host_side``, per core,
-    times ``threads``; ``workload.train_rate``)."""
+    dataset training is also bounded by the host side of its steps (``host_side``, per core, on
+    the feeder's one worker thread; ``workload.train_rate``)."""
     from active.workload import train_rate
 
     model = str(cfg.model.name)
@@ -678,7 +678,7 @@ def estimate(
     find = {r.key: r for r in rows}
     step = find[f"train|{model}|{device}|{path}"].images_per_s
     host = host_side(cfg, [asdict(r) for r in rows], sizes)
-    train = train_rate(step, host[0] if host else None, threads)
+    train = train_rate(step, host[0] if host else None)  # one feeder thread builds the batches
     infer = find[f"inference|{model}|{device}|-"].images_per_s
     seconds = {
         "train": work["train_images"] / train,

@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from active.layout import INITIAL, budget_schedule, seed_dir
-from active.workload import acquirer_subsample
+from active.workload import FEEDER_WORKERS, acquirer_subsample
 
 # Generic bench JSON: training speed under one of these keys (images per second), most specific
 # first. `alpose bench --json` itself writes rows {what, model, device, path, images_per_s}.
@@ -152,8 +152,7 @@ def bench_speed(path: Path, cfg: DictConfig) -> Speed | None:
 
         source = f"alpose bench results {path}"
         speed = _rows_speed(rows, model, device, train_path(cfg, device), source)
-        threads = data.get("cpu_threads") or 1
-        return None if speed is None else host_bound(speed, rows, cfg, int(threads))
+        return None if speed is None else host_bound(speed, rows, cfg, FEEDER_WORKERS)
     rate = find_rate(data, model)
     return Speed(rate, f"alpose bench results {path}") if rate else None
 
@@ -177,7 +176,7 @@ def host_bound(speed: Speed, rows: list[dict], cfg: DictConfig, threads: int) ->
     if rate < speed.train:
         speed.source += (
             f"; bounded by the host data path: {host[0]:,.0f} images/s per core x {threads} "
-            f"threads, {host[1]} reads ({host[2]})"
+            f"feeder thread(s), {host[1]} reads ({host[2]})"
         )
         speed.train = rate
     return speed

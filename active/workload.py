@@ -37,7 +37,14 @@ def acquirer_subsample(cfg: Any, name: str) -> int | None:
     return int(value) if value else None
 
 
-def train_rate(step_images_per_s: float, host_images_per_s: float | None, threads: int) -> float:
+# The training feeder (hourglass.feeder.Prefetcher) builds batches in one worker thread, so the
+# host side of training runs on one core whatever torch's thread count.
+FEEDER_WORKERS = 1
+
+
+def train_rate(
+    step_images_per_s: float, host_images_per_s: float | None, threads: int = FEEDER_WORKERS
+) -> float:
     """Training images/s when each image also costs host-side data work (cache read, cut plan,
     batch assembly; ``host_images_per_s`` per core, None = none measured): the time per image is
     at least the step's and at least the host's divided by ``threads`` (the two overlap when
