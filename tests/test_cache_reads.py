@@ -105,6 +105,8 @@ def test_default_keeps_images_in_memory_when_half_the_available_memory_holds_the
     monkeypatch.setattr(cache_mod, "available_memory", lambda: 10**15)
     assert isinstance(load_cache(path, in_memory=False).images, LazyImages)
     assert "served from disk" in capsys.readouterr().out
+    load_cache(path, in_memory=False)  # the same choice again: said once per process
+    assert capsys.readouterr().out == ""
 
 
 def test_memory_rule():

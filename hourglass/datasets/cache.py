@@ -132,8 +132,15 @@ def memory_choice(
     )
 
 
-def _log(message: str) -> None:
-    print(message, flush=True)  # stdout: stderr carries only the one error line
+_SAID: set[tuple] = set()  # what this process has said already (one line per cache and choice)
+
+
+def _log(message: str, key: tuple) -> None:
+    """Print ``message`` once per process and ``key`` (stdout: stderr carries only the one error
+    line)."""
+    if key not in _SAID:
+        _SAID.add(key)
+        print(message, flush=True)
 
 
 class LazyImages:
@@ -394,7 +401,10 @@ def load_cache(
             nbytes = int(np.prod(ds.shape)) * ds.dtype.itemsize
             keep, why = memory_choice(nbytes, in_memory)
             where = "read into memory" if keep else "served from disk per batch"
-            _log(f"dataset cache {path.name}: {_size(nbytes)} of images {where} ({why})")
+            _log(
+                f"dataset cache {path.name}: {_size(nbytes)} of images {where} ({why})",
+                (path, keep, in_memory),
+            )
             margin = "window" in f
             return PoseCache(
                 images=ds[...] if keep else LazyImages(path, prepare_hint),
