@@ -14,19 +14,14 @@ from active.acquirers.base import AcquisitionContext
 from active.acquirers.coreset import CoreSetAcquirer
 from active.acquirers.multipeak import MultiPeakAcquirer
 from active.acquirers.registry import build_acquirer, inference_amp
-from hourglass.datasets.cache import load_cache
-from hourglass.datasets.registry import cache_path
 from hourglass.model import StackedHourglass
 from hourglass.train import TrainConfig
-from tests.conftest import TINY_SYNTHETIC
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_data_dir):
-    data = load_cache(cache_path(TINY_SYNTHETIC, tiny_data_dir))
+def tiny(tiny_cache):
     torch.manual_seed(3)
-    model = StackedHourglass(1, 16, 2, data.num_joints)
-    return data, model
+    return tiny_cache, StackedHourglass(1, 16, 2, tiny_cache.num_joints)
 
 
 def context(data, model, amp_train: bool, amp_acquirer: bool) -> AcquisitionContext:

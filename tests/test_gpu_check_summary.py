@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from tests.conftest import REPO
+from conftest import REPO
 
 
 def gpu_check():
