@@ -203,7 +203,15 @@ def load_data(cfg: DictConfig):
 
                 plain = OmegaConf.to_container(cfg.dataset, resolve=True)
                 print(prepare(plain, cfg.paths.data, workers=2, progress=bool(cfg.progress)))
-    return load_dataset(cfg.dataset, cfg.paths.data)
+    return load_dataset(cfg.dataset, cfg.paths.data, sharers=memory_sharers(cfg))
+
+
+def memory_sharers(cfg: DictConfig) -> int:
+    """Processes of this run that hold the dataset at once on this machine: the sweep's parallel
+    jobs, each with its ``jobs=N`` workers plus the process that starts them."""
+    job = sweep_job()
+    jobs = max(1, int(cfg.get("jobs") or 1))
+    return (job.parallel if job is not None else 1) * (jobs + 1 if jobs > 1 else 1)
 
 
 def build_experiment(cfg: DictConfig):

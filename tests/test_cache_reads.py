@@ -116,6 +116,29 @@ def test_memory_rule():
     assert memory_choice(10**12, True, available=0) == (True, "dataset.in_memory=true")
 
 
+def test_processes_loading_at_once_split_the_memory_rule(path, monkeypatch, capsys):
+    assert memory_choice(25, None, available=100, sharers=2)[0]
+    keep, why = memory_choice(26, None, available=100, sharers=2)
+    assert not keep and "each of 2 processes" in why
+    nbytes = N * SIDE * SIDE * 3
+    monkeypatch.setattr(cache_mod, "available_memory", lambda: 2 * nbytes)
+    assert isinstance(load_cache(path, sharers=2).images, LazyImages)
+    assert "each of 2 processes" in capsys.readouterr().out
+
+
+def test_a_run_counts_the_processes_that_hold_the_dataset(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from active import run_cli
+    from active.sweep import SweepJob
+
+    monkeypatch.setattr(run_cli, "sweep_job", lambda: None)
+    assert run_cli.memory_sharers(OmegaConf.create({"jobs": 1})) == 1
+    assert run_cli.memory_sharers(OmegaConf.create({"jobs": 3})) == 4  # 3 workers + the parent
+    monkeypatch.setattr(run_cli, "sweep_job", lambda: SweepJob(num=0, parallel=4))
+    assert run_cli.memory_sharers(OmegaConf.create({"jobs": 1})) == 4
+
+
 def test_caches_are_opened_without_hdf5_file_locking(path, monkeypatch):
     seen = []
     real = h5py.File

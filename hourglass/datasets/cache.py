@@ -113,21 +113,24 @@ def _size(nbytes: float) -> str:
 
 
 def memory_choice(
-    nbytes: int, in_memory: bool | None, available: int | None = None
+    nbytes: int, in_memory: bool | None, available: int | None = None, sharers: int = 1
 ) -> tuple[bool, str]:
     """(keep the images in memory?, why) for ``nbytes`` of images.
 
     ``in_memory`` True/False decides; None keeps them when they take at most ``MEMORY_SHARE`` of
-    ``available`` bytes (default: :func:`available_memory` now), leaving the rest for the model,
-    the batches and other processes.
+    ``available`` bytes (default: :func:`available_memory` now) divided by ``sharers``, the
+    processes that load a copy at once (parallel jobs on one machine), leaving the rest for the
+    model, the batches and other processes.
     """
     if in_memory is not None:
         return bool(in_memory), f"dataset.in_memory={str(bool(in_memory)).lower()}"
     available = available_memory() if available is None else int(available)
-    if nbytes <= MEMORY_SHARE * available:
-        return True, f"{_size(available)} available"
+    sharers = max(1, int(sharers))
+    each = f" for each of {sharers} processes" if sharers > 1 else ""
+    if nbytes * sharers <= MEMORY_SHARE * available:
+        return True, f"{_size(available)} available{each}"
     return False, (
-        f"only {_size(available)} available, images may take {MEMORY_SHARE:.0%} of it; "
+        f"only {_size(available)} available, images may take {MEMORY_SHARE:.0%} of it{each}; "
         "dataset.in_memory=true forces memory"
     )
 
@@ -374,13 +377,17 @@ def write_fields(f: h5py.File, cache: PoseCache) -> None:
 
 
 def load_cache(
-    path: str | Path, prepare_hint: str = "alpose prepare synthetic", in_memory: bool | None = None
+    path: str | Path,
+    prepare_hint: str = "alpose prepare synthetic",
+    in_memory: bool | None = None,
+    sharers: int = 1,
 ) -> PoseCache:
     """Read a cache written by :func:`write_cache`.
 
     Images are read into memory when ``in_memory``, served from disk per batch by
     :class:`LazyImages` when not, and by default (None) read into memory when they take at most
-    ``MEMORY_SHARE`` of the machine's available memory (:func:`memory_choice`); one line on
+    ``MEMORY_SHARE`` of the machine's available memory, split between ``sharers`` processes
+    loading it at once (:func:`memory_choice`); one line on
     stdout says which and why. The file is opened without HDF5 locking. A missing file names the
     command that creates it; a wrong format version or a damaged file asks to re-create it; a
     file system without HDF5 locking is named as such (the file is not damaged).
@@ -399,7 +406,7 @@ def load_cache(
             attrs = dict(f.attrs)
             ds = f["images"]
             nbytes = int(np.prod(ds.shape)) * ds.dtype.itemsize
-            keep, why = memory_choice(nbytes, in_memory)
+            keep, why = memory_choice(nbytes, in_memory, sharers=sharers)
             where = "read into memory" if keep else "served from disk per batch"
             _log(
                 f"dataset cache {path.name}: {_size(nbytes)} of images {where} ({why})",

@@ -84,13 +84,14 @@ def prepare_command(cfg: DictConfig | dict, data_dir: str | Path = "data") -> st
     return " ".join(parts)
 
 
-def load_dataset(cfg: DictConfig | dict, data_dir: str | Path) -> PoseCache:
+def load_dataset(cfg: DictConfig | dict, data_dir: str | Path, sharers: int = 1) -> PoseCache:
     """Load the cache of a dataset config; a missing one names the command that creates it.
 
     ``in_memory`` and ``head_pull`` (training targets; paper 0.8) come from it. ``in_memory``:
     true reads the images into RAM, false serves them from disk per batch, null (default) reads
-    them into RAM when they take at most half of the machine's available memory
-    (``cache.memory_choice``); the load prints which and why.
+    them into RAM when they take at most half of the machine's available memory, split between
+    ``sharers`` processes that load it at once (``cache.memory_choice``); the load prints which
+    and why.
     """
     c = _plain(cfg)
     in_memory = c.get("in_memory")
@@ -98,6 +99,7 @@ def load_dataset(cfg: DictConfig | dict, data_dir: str | Path) -> PoseCache:
         cache_path(c, data_dir),
         prepare_hint=prepare_command(c, data_dir),
         in_memory=None if in_memory is None else bool(in_memory),
+        sharers=sharers,
     )
     cache.target_head_pull = float(c.get("head_pull") or 0.0)
     return cache
