@@ -1,4 +1,4 @@
-"""How close is EGL++'s cheap last-layer approximation to the exact score? (issue 6, item 4)
+"""How close is EGL++'s cheap last-layer approximation to the exact score?
 
 For one cell of an ``alpose run`` experiment (acquirer, seed, cycle c) the model that picked cycle
 c's rows (cycle c-1's checkpoint) scores a seeded subset of the pool it was offered twice with the
