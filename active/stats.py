@@ -1,7 +1,7 @@
 """Statistics of an experiment: mean ± σ over seeds, paired one-tailed t-tests, learning-curve AUC.
 
 Results pair by seed: within a seed every acquirer starts from the same initial labelled set and
-the same initial weights (``docs/architecture.md``; ``../shared/DESIGN.md`` "Statistics").
+the same initial weights (``docs/architecture.md``, "Determinism").
 
 Shapes: A acquirers, S seeds, B budgets (labelled persons). One metric of an experiment is held
 as a :class:`Cube` of shape (A, S, B) with nan where a (acquirer, seed, budget) cell has no

@@ -26,7 +26,7 @@ IDENTITY_KEYS = {
 
 def resolve(path: str | Path | None) -> Path | None:
     """A configured folder: absolute, else relative to the working directory if it exists there,
-    else relative to the checkout (so ``../shared/...`` works from any directory)."""
+    else relative to the checkout (so a path like ``../lspet`` works from any directory)."""
     if path is None or str(path) in ("", "None", "null"):
         return None
     path = Path(str(path)).expanduser()
