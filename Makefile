@@ -6,13 +6,19 @@ BIN    := $(VENV)/bin
 # where one is provided locally and the matching CUDA build on a GPU machine.
 TORCH  := torch==2.13.0
 
-.PHONY: install demo train-demo test gpu-check lint clean
+.PHONY: install lock demo train-demo test gpu-check lint clean
 
-$(BIN)/.installed: pyproject.toml
+# requirements.lock: the exact versions that made the committed results (`make lock` rewrites it
+# from this venv); pyproject.toml keeps the ranges a library user installs from.
+$(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
+
+lock: install  ## rewrite requirements.lock from the venv (after a deliberate upgrade)
+	$(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/' > requirements.lock
 
 install: $(BIN)/.installed
 

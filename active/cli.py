@@ -13,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from hourglass import numerics
 from hourglass.errors import VERBOSE_ENV, report
 
 # name -> (one-line help, module path, function name). Modules are imported lazily so that
@@ -109,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     try:
+        numerics.apply(numerics.requested(rest))  # before any command loads torch
         if command in HYDRA_COMMANDS:
             _, module, attr = HYDRA_COMMANDS[command]
             return int(_load(module, attr)(rest) or 0)

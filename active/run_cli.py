@@ -48,6 +48,8 @@ FREE_KEYS = {
     "bench",
     "acquirer_settings",  # compared through acquirer_configs, where they end up
     "table",  # how `alpose table` tests, not what was run
+    "environment",  # what computed the cells: compared on its own, a warning (run_environment)
+    "environment_history",
 }
 # Keys added after results were first stored, at the value that reproduces the old behaviour: a
 # stored config without the key counts as having this value (older result folders stay usable).
@@ -59,6 +61,7 @@ ADDED_DEFAULTS = {
     "train.compile_backend": "inductor",
     "train.deterministic": False,
     "train.epoch_checkpoint": False,
+    "numerics": "native",
 }
 # Settings that change speed, memory or crash-safety but not the numbers.
 FREE_DOTTED_KEYS = {"train.epoch_checkpoint", "train.prefetch", "dataset.in_memory"}
@@ -164,6 +167,7 @@ def check_or_store_config(root: Path, cfg: DictConfig, acquirers: dict[str, Dict
     from hourglass.io import atomic_path
 
     stored, new = _stored_and_new(root, cfg, acquirers)
+    new["environment"] = run_environment(cfg)
     if stored is not None and bool(cfg.fresh):
         backup = root.with_name(f"{root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(root, backup)
@@ -178,8 +182,42 @@ def check_or_store_config(root: Path, cfg: DictConfig, acquirers: dict[str, Dict
         new["acquirer_configs"] = {**stored.get("acquirer_configs", {}), **new["acquirer_configs"]}
         new["acquirers"] = _union(stored.get("acquirers"), new.get("acquirers"))
         new["seeds"] = sorted(_union(stored.get("seeds"), new.get("seeds")))
+        new["environment_history"] = _environment_history(root, stored, new["environment"])
     with atomic_path(root / "config.yaml") as tmp:
         OmegaConf.save(OmegaConf.create(new), tmp)
+
+
+def run_environment(cfg: DictConfig) -> dict:
+    """The environment this run's cells compute in (``hourglass/environment.py``): with
+    ``jobs=N`` the workers' thread count, else this process's."""
+    import torch
+
+    from active.sweep import available_cores
+    from hourglass.device import resolve_device
+    from hourglass.environment import describe
+
+    jobs = max(1, int(cfg.get("jobs") or 1))
+    threads = job_threads(cfg, available_cores() // jobs) if jobs > 1 else torch.get_num_threads()
+    device = str(resolve_device(str(cfg.device)))
+    return describe(str(cfg.get("numerics", "native")), threads, device)
+
+
+def _environment_history(root: Path, stored: dict, now: dict) -> list[dict]:
+    """Earlier environments of this result folder; one warning line when ``now`` differs from the
+    last one (cells computed before and after may differ in their last digits)."""
+    from hourglass.environment import changes
+
+    history = list(stored.get("environment_history") or [])
+    before = stored.get("environment")
+    if before is None:  # stored before environments were recorded
+        print(f"warning: {root} has no record of the environment of its earlier cells")
+        return history
+    diff = changes(before, now)
+    if diff:
+        shown = ", ".join(diff[:6]) + (f" and {len(diff) - 6} more" if len(diff) > 6 else "")
+        print(f"warning: resuming {root} in a different environment than before: {shown}")
+        history.append(before)
+    return history
 
 
 def load_data(cfg: DictConfig):
@@ -256,16 +294,25 @@ def select_cells(cfg: DictConfig) -> None:
         raise AlposeError("no seeds to run: set seeds=[0,1,...] or seed=<s>")
 
 
+def job_threads(cfg: DictConfig, default: int) -> int:
+    """Torch threads of one process of this run: ``threads`` when set; else one on a CPU under
+    portable numerics (``hourglass/numerics.py``), else ``default``."""
+    from hourglass.numerics import cpu_threads
+
+    mode = "native" if _runs_on_cuda(str(cfg.device)) else str(cfg.get("numerics", "native"))
+    return cpu_threads(mode, cfg.get("threads"), default)
+
+
 def configure_job(cfg: DictConfig, job: SweepJob | None) -> None:
-    """Torch threads of this process: a sweep job gets cores // parallel jobs threads; a plain run
-    honours ``threads``. (The job's GPU: :func:`job_gpu`.)"""
+    """Torch threads of this process (:func:`job_threads`): a sweep job's default is cores //
+    parallel jobs, a plain run's every core. (The job's GPU: :func:`job_gpu`.)"""
     import torch
 
     if job is None:
-        if cfg.get("threads") and int(cfg.jobs) <= 1:
-            torch.set_num_threads(int(cfg.threads))
+        if int(cfg.jobs) <= 1:
+            torch.set_num_threads(job_threads(cfg, torch.get_num_threads()))
         return
-    torch.set_num_threads(threads_per_job(job.parallel, cfg.get("threads")))
+    torch.set_num_threads(job_threads(cfg, threads_per_job(job.parallel)))
 
 
 @contextmanager
@@ -380,7 +427,7 @@ def _run_cells(cfg: DictConfig) -> Path:
     else:
         from active.sweep import available_cores
 
-        threads = int(cfg.get("threads") or max(1, available_cores() // jobs))
+        threads = job_threads(cfg, available_cores() // jobs)
         cfg_yaml = OmegaConf.to_yaml(cfg, resolve=True)
         phases = [[("", s) for s in seeds], [(n, s) for s in seeds for n in names]]
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:

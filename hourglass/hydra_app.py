@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from omegaconf import DictConfig
 
+from hourglass import numerics
 from hourglass.config import config_dir
 from hourglass.errors import report
 
@@ -29,6 +30,8 @@ def run_hydra(
     def _main(cfg: DictConfig) -> None:
         nonlocal status
         try:
+            if "numerics" in cfg:  # before the task loads torch; a config file may have set it
+                cfg.numerics = numerics.apply(str(cfg.numerics))
             task(cfg)
         except Exception as err:  # one line here, before Hydra would print its own traceback
             if os.getpid() != caller:  # a launcher's worker process: Hydra carries it back

@@ -68,10 +68,14 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     from hourglass.io import save_torch, write_json
     from hourglass.metrics import format_table
     from hourglass.model import count_parameters
+    from hourglass.numerics import cpu_threads
     from hourglass.train import NonFiniteLossError, fit
 
     data = load_dataset(cfg.dataset, cfg.paths.data)
     tcfg = train_config(cfg)
+    if tcfg.device == "cpu" or (tcfg.device == "auto" and not torch.cuda.is_available()):
+        mode = str(cfg.get("numerics", "native"))
+        torch.set_num_threads(cpu_threads(mode, cfg.get("threads"), torch.get_num_threads()))
     torch.manual_seed(tcfg.seed)
     model = build_model(cfg.model, data.num_joints, data.image_size)
     train_idx = data.indices("train")

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from hourglass import numerics
+
+# Every test computes as a default `alpose` run does: portable CPU numerics, set before torch loads.
+numerics.apply("portable")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
