@@ -1,4 +1,5 @@
-"""``alpose status RUN_DIR``: which (acquirer, seed, cycle) cells of an experiment are done.
+"""``alpose status RUN_DIR``: which (acquirer, seed, cycle) cells of an experiment are done, and
+in which environment they were computed.
 
 A cell is done when its row is in ``<acquirer>/seed_<s>/metrics.csv``. Expected cycles are
 0..len(budgets)-1 when ``config.yaml`` lists budgets, else 0..the largest cycle seen anywhere;
@@ -90,7 +91,33 @@ def render(progress: Progress, run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def environment_lines(run_dir: Path) -> list[str]:
+    """What computed the cells (``environment`` in config.yaml) and what differed in earlier
+    runs of the folder; a note where the folder predates the record."""
+    from omegaconf import OmegaConf
+
+    from hourglass.environment import changes, summary
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    stored = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    env = stored.get("environment")
+    if not env:
+        return ["environment: not recorded (made before alpose recorded it)"]
+    lines = [f"environment: {summary(env)}"]
+    history = stored.get("environment_history") or []
+    for i, earlier in enumerate(history, 1):
+        later = history[i] if i < len(history) else env
+        lines.append(
+            f"  resumed in another environment ({i}): {', '.join(changes(earlier, later))}"
+        )
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the progress grid; exit 0 whether or not the experiment is complete."""
+    """Print the progress grid and the environment; exit 0 whether or not it is complete."""
     print(render(collect(args.run_dir), args.run_dir), end="")
+    for line in environment_lines(args.run_dir):
+        print(line)
     return 0
