@@ -10,7 +10,8 @@ the same run (sharing the forward alone; and free weight gradients, where each t
 travel back to the first convolution), the largest relative difference of the scores, and the
 machine's load average (the timings are only as good as the
 machine is idle). More benchmarks join the ``BENCHES`` table; ``speed`` (``bench_speed.py``) is
-what ``alpose bench`` with no name runs.
+what ``alpose bench`` with no name runs; ``numerics`` (``bench_numerics.py``) what portable CPU
+numerics cost against native.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from active.bench_numerics import numerics_flags, run_numerics
 from active.bench_speed import run_speed, speed_flags
 from hourglass.config import config_dir
 from hourglass.errors import AlposeError
@@ -320,6 +322,13 @@ BENCHES["egl"] = (
     "EGL++ per-target gradient norms: fast path vs reference loop",
     _egl_flags,
     run_egl,
+)
+
+
+BENCHES["numerics"] = (
+    "portable against native CPU numerics: training and inference images/s, small and paper model",
+    numerics_flags,
+    run_numerics,
 )
 
 

@@ -2,7 +2,9 @@
 
 Reads ``RUN_DIR/<acquirer>/seed_<s>/metrics.csv`` (``active/layout.py``), prints the markdown
 table and writes ``table.md``, ``table.tex``, ``table.csv``, ``auc.csv`` and ``curves.png``
-(formats in :mod:`active.report`) into ``--out`` (default: RUN_DIR itself).
+(formats in :mod:`active.report`) into ``--out`` (default: RUN_DIR itself), and ``results.csv``:
+every (acquirer, seed, cycle) cell's PCKh and hashes of its picks and weights
+(:mod:`active.fingerprint`), which a rerun under portable numerics reproduces exactly.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from active import report, stats
+from active.fingerprint import fingerprint, write_csv
 from hourglass.errors import AlposeError
 
 METRIC_FLAGS = {"standard": "pckh_standard", "paper": "pckh_paper"}
@@ -86,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
         )
     cost = stats.cycle_costs(args.run_dir)
     table = report.build_table(cube, info, reference, alternative, args.alpha, cost)
-    written = report.write_reports(table, args.out or args.run_dir)
+    out = args.out or args.run_dir
+    written = report.write_reports(table, out)
+    written.append(out / "results.csv")  # per (acquirer, seed, cycle): what a rerun must match
+    write_csv(fingerprint(args.run_dir), written[-1])
     print(report.render_markdown(table), end="")
     print(f"wrote {', '.join(p.name for p in written)} to {written[0].parent}", file=sys.stderr)
     return 0

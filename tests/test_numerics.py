@@ -203,3 +203,21 @@ def test_lock_file_pins_every_dependency_within_its_range():
         name = re.sub(r"[-_.]+", "-", req.name).lower()
         assert name in lock, f"{req.name} is not in requirements.lock (run `make lock`)"
         assert req.specifier.contains(lock[name], prereleases=True), (req, lock[name])
+
+
+def test_bench_numerics_times_both_modes(cli, tmp_path):
+    """`alpose bench numerics` times each mode in its own process: the portable one runs AVX2
+    kernels (and the native one this CPU's best), and both rates are positive."""
+    out_json = tmp_path / "numerics.json"
+    args = ["bench", "numerics", "--models", "hourglass_small", "--quick", "--rounds", "1"]
+    status, out, _ = cli(*args, "--threads", "1", "--json", out_json)
+    assert status == 0, out
+    import json
+
+    rows = json.loads(out_json.read_text())["rows"]
+    assert {r["what"] for r in rows} == {"train", "inference"}
+    for row in rows:
+        assert row["portable_kernels"] == "AVX2"
+        assert row["native_kernels"] == ("AVX512" if HAS_AVX512 else row["native_kernels"])
+        assert row["native_images_per_s"] > 0 and row["portable_images_per_s"] > 0
+    assert "portable/native" in out
