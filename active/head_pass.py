@@ -23,7 +23,7 @@ from hourglass.device import autocast, resolve_device
 from hourglass.errors import AlposeError
 from hourglass.feeder import Prefetcher
 from hourglass.losses import per_sample_loss
-from hourglass.train import AuxBatch, AuxiliaryHead, TrainConfig, step_batches, target_maps
+from hourglass.train import AuxBatch, AuxiliaryHead, TrainConfig, adam, step_batches, target_maps
 
 
 def fit_head_frozen(
@@ -41,7 +41,7 @@ def fit_head_frozen(
     was_training = model.training
     model.to(device).eval()
     head.module.to(device).train()
-    optimiser = torch.optim.Adam(head.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimiser = adam(head.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     augmenter = make_augmenter(cfg.augment, device)
     drop_last = len(indices) >= cfg.batch_size
     for epoch in range(1, epochs + 1):

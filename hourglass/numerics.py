@@ -26,14 +26,15 @@ MODE_ENV = (
 )
 PORTABLE_THREADS = 1  # torch threads per CPU process: the one count every machine has
 
-# Library -> variable: the AVX2 level of each. ATen (PyTorch's own kernels), oneDNN (convolutions),
-# MKL (matrix products; conditional numerical reproducibility), OpenBLAS (NumPy/SciPy).
+# Library -> variable: the AVX2 level of ATen (PyTorch's own kernels), oneDNN (convolutions) and
+# OpenBLAS (NumPy/SciPy). MKL (matrix products, 1x1 convolutions, exp) takes its vendor-neutral
+# conditional-numerical-reproducibility branch: its AVX2 branch gives other bits on Intel than on
+# AMD CPUs (measured; docs/studies), COMPATIBLE the same on both.
 LIMITS: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "DNNL_MAX_CPU_ISA": "AVX2",
-    "MKL_CBWR": "AVX2",
-    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "MKL_CBWR": "COMPATIBLE",
     "OPENBLAS_CORETYPE": "Haswell",
 }
 # NumPy's and OpenCV's own dispatched loops are switched off feature by feature (names of NumPy

@@ -18,15 +18,31 @@ from torch import Tensor
 from active.acquirers.base import AcquisitionContext
 
 
-def nearest_centre_distance(pool: Tensor, centres: Tensor, chunk: int = 4096) -> Tensor:
-    """(U,) distance of each pool row to its nearest centre, ``chunk`` centres at a time (inf if none)."""
+def squared_distances(pool: Tensor, centres: Tensor) -> Tensor:
+    """(U, C) squared Euclidean distances in cdist's matrix-product form, |x|^2 + |y|^2 - 2xy.
+
+    Squared, because k-center greedy only compares distances: this skips the square root, whose
+    vectorised CPU version rounds differently on different CPUs (hourglass/numerics.py).
+    """
+    cross = pool @ centres.T
+    return (pool.square().sum(1, keepdim=True) + centres.square().sum(1) - 2 * cross).clamp_min_(0)
+
+
+def nearest_centre_sq_distance(pool: Tensor, centres: Tensor, chunk: int = 4096) -> Tensor:
+    """(U,) squared distance of each pool row to its nearest centre, ``chunk`` centres at a time
+    (inf if none)."""
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     best = torch.full((pool.shape[0],), float("inf"), dtype=pool.dtype, device=pool.device)
     for start in range(0, centres.shape[0], chunk):
-        block = torch.cdist(pool, centres[start : start + chunk])
+        block = squared_distances(pool, centres[start : start + chunk])
         best = torch.minimum(best, block.min(dim=1).values)
     return best
+
+
+def nearest_centre_distance(pool: Tensor, centres: Tensor, chunk: int = 4096) -> Tensor:
+    """(U,) distance of each pool row to its nearest centre (inf if none)."""
+    return nearest_centre_sq_distance(pool, centres, chunk).double().sqrt().to(pool.dtype)
 
 
 def k_center_greedy(
@@ -45,16 +61,17 @@ def k_center_greedy(
         raise ValueError(f"k={k} outside [0, {pool.shape[0]}] (the pool size)")
     offset = pool.mean(dim=0)  # centring keeps cdist's |x|^2 + |y|^2 - 2xy from cancelling
     pool, centres = pool - offset, centres.to(pool) - offset
-    min_dist = nearest_centre_distance(pool, centres, chunk)
+    min_sq = nearest_centre_sq_distance(pool, centres, chunk)  # squared throughout: same order
     picks = torch.empty(k, dtype=torch.long, device=pool.device)
     scores = torch.empty(k, dtype=pool.dtype, device=pool.device)
     for i in range(k):  # each step is vectorised over the pool and stays on the device (no sync)
-        pick = torch.argmax(min_dist)  # first maximum: the lowest position wins ties
-        picks[i], scores[i] = pick, min_dist[pick]
-        step = torch.linalg.vector_norm(pool - pool[pick], dim=1)
-        min_dist = torch.minimum(min_dist, step)
-        min_dist[pick] = float("-inf")  # never picked twice, even among exact duplicates
-    return picks.cpu().numpy(), scores.float().cpu().numpy()
+        pick = torch.argmax(min_sq)  # first maximum: the lowest position wins ties
+        picks[i], scores[i] = pick, min_sq[pick]
+        step = (pool - pool[pick]).square().sum(dim=1)
+        min_sq = torch.minimum(min_sq, step)
+        min_sq[pick] = float("-inf")  # never picked twice, even among exact duplicates
+    # the distances of the picks, square-rooted in float64 (exactly rounded on every CPU)
+    return picks.cpu().numpy(), np.sqrt(scores.double().cpu().numpy()).astype(np.float32)
 
 
 class CoreSetAcquirer:
