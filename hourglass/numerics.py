@@ -3,10 +3,11 @@ x86-64 CPU.
 
 Float sums come out differently with different vector widths and with different splits across
 threads, and 30 epochs of training grow those last-bit differences into other PCKh tables. The
-``portable`` mode (the default) therefore holds every numerical library this project loads to
-AVX2 + FMA (x86-64-v3, every mainstream x86 CPU since about 2015) and runs one torch thread per
-CPU process, whatever the machine offers; ``native`` leaves the libraries and the thread count
-alone (faster on AVX-512 CPUs and with many cores; numbers tied to the machine).
+``portable`` mode (the default) therefore holds the numerical libraries this project loads to
+AVX2 + FMA (x86-64-v3, every mainstream x86 CPU since about 2015; MKL to its vendor-neutral
+branch) and runs one torch thread per CPU process, whatever the machine offers; ``native`` leaves
+the libraries and the thread count alone (faster on AVX-512 CPUs and with many cores; numbers
+tied to the machine and the thread count).
 
 The limits are environment variables read when each library loads, so :func:`apply` must run
 before torch, NumPy or OpenCV is imported (``alpose`` calls it first thing; it also reaches the
@@ -27,9 +28,10 @@ MODE_ENV = (
 PORTABLE_THREADS = 1  # torch threads per CPU process: the one count every machine has
 
 # Library -> variable: the AVX2 level of ATen (PyTorch's own kernels), oneDNN (convolutions) and
-# OpenBLAS (NumPy/SciPy). MKL (matrix products, 1x1 convolutions, exp) takes its vendor-neutral
-# conditional-numerical-reproducibility branch: its AVX2 branch gives other bits on Intel than on
-# AMD CPUs (measured; docs/studies), COMPATIBLE the same on both.
+# OpenBLAS (NumPy/SciPy). MKL (matrix products, small 1x1 convolutions, exp) takes its
+# vendor-neutral conditional-numerical-reproducibility branch: its AVX2 branch gave other bits on
+# an emulated Intel CPU than on this AMD one, COMPATIBLE the same on both
+# (docs/studies/2026-12-04-portable-numerics.md).
 LIMITS: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",

@@ -336,9 +336,10 @@ def _restore_cuda_rng(saved: Tensor | list | None, device: torch.device) -> None
 
 
 def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """Adam with the fused kernel: one pass over the weights per step and, on the CPU, the exact
-    vector square root (the unfused path's square root goes through MKL's vector maths, whose
-    last bit depends on the CPU model, so the same seed trained other weights elsewhere)."""
+    """Adam with the fused kernel: one pass over the weights per step and, on the CPU, an exactly
+    rounded square root. The unfused path's ``Tensor.sqrt`` is not exactly rounded on the CPU and
+    gave other last bits on an emulated Intel CPU than on this AMD one, so the same seed trained
+    other weights there (docs/studies/2026-12-04-portable-numerics.md)."""
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 

@@ -21,8 +21,8 @@ from active.acquirers.base import AcquisitionContext
 def squared_distances(pool: Tensor, centres: Tensor) -> Tensor:
     """(U, C) squared Euclidean distances in cdist's matrix-product form, |x|^2 + |y|^2 - 2xy.
 
-    Squared, because k-center greedy only compares distances: this skips the square root, whose
-    vectorised CPU version rounds differently on different CPUs (hourglass/numerics.py).
+    Squared, because k-center greedy only compares distances: this skips torch's CPU square root,
+    which is not exactly rounded and whose last bits depend on the CPU (hourglass/train.adam).
     """
     cross = pool @ centres.T
     return (pool.square().sum(1, keepdim=True) + centres.square().sum(1) - 2 * cross).clamp_min_(0)
