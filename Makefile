@@ -25,6 +25,7 @@ install: $(BIN)/.installed
 demo: install  ## the CPU quickstart (random vs core-set, 5 seeds x 6 budgets), then its table
 	$(BIN)/alpose run
 	$(BIN)/alpose table runs/quickstart
+	$(BIN)/python scripts/compare_results.py runs/quickstart/results.csv results/quickstart/results.csv
 
 train-demo: install  ## one training run of the small hourglass on the synthetic set; prints PCKh
 	$(BIN)/alpose prepare synthetic
