@@ -64,6 +64,8 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     import torch
 
     from hourglass.datasets.registry import load_dataset
+    from hourglass.device import resolve_device
+    from hourglass.environment import describe
     from hourglass.evaluate import headline, predict_coords, score
     from hourglass.io import save_torch, write_json
     from hourglass.metrics import format_table
@@ -109,6 +111,11 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
             1,
         ),
         "history": [vars(h) for h in result.history],
+        "environment": describe(
+            str(cfg.get("numerics", "native")),
+            torch.get_num_threads(),
+            str(resolve_device(tcfg.device)),
+        ),
     }
     for split in cfg.dataset.report_splits:
         idx = data.indices(split)

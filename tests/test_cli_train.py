@@ -67,6 +67,8 @@ def test_train_command_prints_pckh_and_writes_metrics(tiny_data_dir, tmp_path):
     assert set(metrics["val"]) >= {"standard", "paper"}
     assert 0.0 <= metrics["val"]["standard"]["Mean"] <= 100.0
     assert metrics["best_epoch"] == 1 and (metrics_file.parent / "weights.pt").is_file()
+    env = metrics["environment"]  # a subprocess with the default numerics: portable, one thread
+    assert env["numerics"] == "portable" and env["threads"] == 1 and env["cpu_capability"]
 
 
 def test_train_without_cache_names_the_prepare_command(tmp_path):
