@@ -1,9 +1,13 @@
-"""Rewrite the smoke experiment's golden numbers (``tests/golden/smoke.csv``).
+"""Rewrite the smoke experiment's golden numbers (``tests/golden/smoke.csv``), or check them.
 
 Run it after a deliberate change to the numbers (training, data, an acquirer), and commit the
 file in the same commit: ``.venv/bin/python scripts/golden.py``. It runs the smoke experiment
 under portable numerics in a temporary folder (about 10 s on 2 cores) and writes one row per
 (acquirer, seed, cycle) cell: PCKh, best epoch, hashes of the picked images and of the weights.
+
+``--check`` compares instead of writing and names the first differing cell (exit 1), e.g. on an
+emulated CPU of another vendor and level (``qemu-x86_64 -cpu Haswell-v4 .venv/bin/python
+scripts/golden.py --check``, about 3 minutes).
 """
 
 from __future__ import annotations
@@ -31,15 +35,22 @@ def run_smoke(folder: Path) -> list[dict[str, str]]:
     return fingerprint(folder / "runs" / "smoke")
 
 
-def main() -> int:
-    from active.fingerprint import write_csv
+def main(argv: list[str]) -> int:
+    import torch
+
+    from active.fingerprint import first_difference, read_csv, write_csv
 
     with tempfile.TemporaryDirectory(prefix="alpose-golden-") as folder:
         rows = run_smoke(Path(folder))
+    if argv == ["--check"]:
+        diff = first_difference(read_csv(GOLDEN), rows)
+        kernels = torch.backends.cpu.get_cpu_capability()
+        print(f"{kernels} kernels: " + ("identical to the golden file" if diff is None else diff))
+        return 0 if diff is None else 1
     write_csv(rows, GOLDEN)
     print(f"wrote {len(rows)} cells to {GOLDEN}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
