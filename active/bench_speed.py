@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hourglass import numerics
 from hourglass.errors import AlposeError
 from hourglass.io import write_json
 
@@ -794,7 +795,8 @@ def run_speed(args: argparse.Namespace) -> int:
         acquirers = args.acquirers.split(",") if args.acquirers else []
     load_before = os.getloadavg()[0]
     print(
-        f"alpose bench: models {models}, devices {[d.type for d in devices]}, CPU threads {cpu_threads}"
+        f"alpose bench: models {models}, devices {[d.type for d in devices]}, CPU threads "
+        f"{cpu_threads}, numerics {numerics.active()} ({torch.backends.cpu.get_cpu_capability()} kernels)"
     )
     rows: list[SpeedRow] = []
     for name in models:
@@ -846,6 +848,14 @@ def run_speed(args: argparse.Namespace) -> int:
         "rows": [asdict(r) for r in rows],
         "data_cache": data_cache,
     }
+    if cfg is None and args.numerics_rounds > 0:
+        from active.bench_numerics import format_rows as numerics_table
+        from active.bench_numerics import measure
+
+        print("portable against native CPU numerics (`alpose bench numerics` for more rounds):")
+        numeric_rows = measure(models, cpu_threads, args.numerics_rounds, args.quick)
+        print(numerics_table(numeric_rows))
+        payload["numerics"] = [asdict(r) for r in numeric_rows]
     if cfg is not None:
         sizes, source = split_sizes(cfg)
         ests = [estimate(cfg, rows, d.type, sizes, source, cpu_threads) for d in devices]
@@ -884,6 +894,13 @@ def speed_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
+    p.add_argument(
+        "--numerics-rounds",
+        type=int,
+        default=1,
+        help="rounds of the portable-against-native CPU timing, each mode in its own process "
+        "(0 = skip it)",
+    )
     p.add_argument(
         "--data-rows",
         type=int,

@@ -74,8 +74,11 @@ def fingerprint(root: Path) -> list[dict[str, str]]:
     return rows
 
 
-def first_difference(expected: list[dict[str, str]], got: list[dict[str, str]]) -> str | None:
-    """None when equal; else one line naming the first cell (and field) that differs."""
+def first_difference(
+    expected: list[dict[str, str]], got: list[dict[str, str]], label: str = "golden"
+) -> str | None:
+    """None when equal; else one line naming the first cell (and field) that differs, with the
+    expected value marked ``label``."""
     for want, have in zip(expected, got, strict=False):
         cell = f"{want['acquirer']} seed {want['seed']} cycle {want['cycle']}"
         if (want["acquirer"], want["seed"], want["cycle"]) != (
@@ -86,9 +89,9 @@ def first_difference(expected: list[dict[str, str]], got: list[dict[str, str]]) 
             return f"cell {cell} expected, found {have['acquirer']} seed {have['seed']} cycle {have['cycle']}"
         for key in want:
             if want[key] != have.get(key):
-                return f"cell {cell}: {key} {have.get(key)} (golden: {want[key]})"
+                return f"cell {cell}: {key} {have.get(key)} ({label}: {want[key]})"
     if len(expected) != len(got):
-        return f"{len(got)} cells, the golden file has {len(expected)}"
+        return f"{len(got)} cells, the {label} file has {len(expected)}"
     return None
 
 

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
             )
             return 2
     expected = read_csv(committed)
-    diff = first_difference(expected, read_csv(ours))
+    diff = first_difference(expected, read_csv(ours), label="committed")
     if diff is None:
         print(f"{ours}: identical to {committed} ({len(expected)} cells: PCKh, picks, weights)")
     else:

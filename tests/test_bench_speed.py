@@ -58,6 +58,10 @@ def test_bench_writes_rows_with_ratios_of_the_measured_numbers(cli, tmp_path):
         )
         assert sample["ratio"] is None
     assert rows[("data path", "sample")]["threads"] == 1
+    # the portable-against-native rows: one per (what, model), each mode timed in its own process
+    numeric = {(r["what"], r["model"]): r for r in payload["numerics"]}
+    assert set(numeric) == {("train", "hourglass_small"), ("inference", "hourglass_small")}
+    assert all(r["portable_kernels"] == "AVX2" and r["ratio"] > 0 for r in numeric.values())
     assert "train" in stdout and "ratio" in stdout and "multipeak" in stdout
 
 
