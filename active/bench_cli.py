@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from active.bench_numerics import numerics_flags, run_numerics
 from active.bench_speed import run_speed, speed_flags
+from active.text_table import aligned
 from hourglass.config import config_dir
 from hourglass.errors import AlposeError
 from hourglass.io import write_json
@@ -248,10 +249,7 @@ def format_rows(rows: list[EGLBenchRow]) -> str:
                 f"{r.load_before:.1f}/{r.load_after:.1f}",
             ]
         )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in lines
-    )
+    return aligned(lines)
 
 
 def run_egl(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from active.text_table import aligned
 from hourglass import numerics
 from hourglass.errors import AlposeError
 
@@ -127,10 +128,7 @@ def format_rows(rows: list[NumericsRow]) -> str:
                 f"{r.ratio:.2f}",
             ]
         )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in lines
-    )
+    return aligned(lines)
 
 
 def run_numerics(args: argparse.Namespace) -> int:

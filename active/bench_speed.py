@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from active.text_table import aligned
 from hourglass import numerics
 from hourglass.errors import AlposeError
 from hourglass.io import write_json
@@ -732,14 +733,7 @@ def format_table(rows: list[SpeedRow]) -> str:
                 f"{r.ratio:.2f}x" if r.ratio is not None else "-",
             ]
         )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in lines
-    )
+    return aligned(lines, left=2)
 
 
 def format_estimate(est: dict) -> str:
