@@ -193,12 +193,13 @@ def run_environment(cfg: DictConfig) -> dict:
     import torch
 
     from active.sweep import available_cores
-    from hourglass.device import resolve_device
     from hourglass.environment import describe
 
     jobs = max(1, int(cfg.get("jobs") or 1))
     threads = job_threads(cfg, available_cores() // jobs) if jobs > 1 else torch.get_num_threads()
-    device = str(resolve_device(str(cfg.device)))
+    device = str(cfg.device)  # as the cells get it (a claimed GPU is cuda:<i> by now)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return describe(str(cfg.get("numerics", "native")), threads, device)
 
 
