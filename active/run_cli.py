@@ -192,11 +192,9 @@ def run_environment(cfg: DictConfig) -> dict:
     ``jobs=N`` the workers' thread count, else this process's."""
     import torch
 
-    from active.sweep import available_cores
     from hourglass.environment import describe
 
-    jobs = max(1, int(cfg.get("jobs") or 1))
-    threads = job_threads(cfg, available_cores() // jobs) if jobs > 1 else torch.get_num_threads()
+    threads = worker_threads(cfg) if int(cfg.get("jobs") or 1) > 1 else torch.get_num_threads()
     device = str(cfg.device)  # as the cells get it (a claimed GPU is cuda:<i> by now)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -302,6 +300,13 @@ def job_threads(cfg: DictConfig, default: int) -> int:
 
     mode = "native" if _runs_on_cuda(str(cfg.device)) else str(cfg.get("numerics", "native"))
     return cpu_threads(mode, cfg.get("threads"), default)
+
+
+def worker_threads(cfg: DictConfig) -> int:
+    """Torch threads of each of the ``jobs=N`` worker processes (default: cores // N)."""
+    from active.sweep import available_cores
+
+    return job_threads(cfg, available_cores() // max(1, int(cfg.jobs)))
 
 
 def configure_job(cfg: DictConfig, job: SweepJob | None) -> None:
@@ -426,9 +431,7 @@ def _run_cells(cfg: DictConfig) -> Path:
                     print(f"  {name} seed {seed}", flush=True)
                     experiment.run_cell(name, seed)
     else:
-        from active.sweep import available_cores
-
-        threads = job_threads(cfg, available_cores() // jobs)
+        threads = worker_threads(cfg)
         cfg_yaml = OmegaConf.to_yaml(cfg, resolve=True)
         phases = [[("", s) for s in seeds], [(n, s) for s in seeds for n in names]]
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
