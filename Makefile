@@ -31,7 +31,7 @@ train-demo: install  ## one training run of the small hourglass on the synthetic
 	$(BIN)/alpose prepare synthetic
 	$(BIN)/alpose train
 
-test: install  ## the test suite (about 5 minutes on 2 cores after the install)
+test: install  ## the test suite (about 6 minutes on 2 quiet cores after the install; 8.6 with two other jobs)
 	$(BIN)/python -m pytest -q
 
 gpu-check: install  ## the GPU self-test (tests marked gpu, a few minutes on one GPU), then a summary
