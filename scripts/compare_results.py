@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from active.fingerprint import first_difference, read_csv
+from active.analysis.fingerprint import first_difference, read_csv
 
 
 def main(argv: list[str]) -> int:

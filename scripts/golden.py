@@ -27,7 +27,7 @@ OVERRIDES = ["experiment=smoke", "jobs=1", "progress=false"]  # the golden run's
 def run_smoke(folder: Path) -> list[dict[str, str]]:
     """Run the smoke experiment under ``folder`` and return its fingerprint."""
     from active.cli import main
-    from active.fingerprint import fingerprint
+    from active.analysis.fingerprint import fingerprint
 
     status = main(["run", *OVERRIDES, f"paths.runs={folder}/runs", f"paths.data={folder}/data"])
     if status:
@@ -38,7 +38,7 @@ def run_smoke(folder: Path) -> list[dict[str, str]]:
 def main(argv: list[str]) -> int:
     import torch
 
-    from active.fingerprint import first_difference, read_csv, write_csv
+    from active.analysis.fingerprint import first_difference, read_csv, write_csv
 
     with tempfile.TemporaryDirectory(prefix="alpose-golden-") as folder:
         rows = run_smoke(Path(folder))

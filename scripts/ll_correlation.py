@@ -27,11 +27,11 @@ def main() -> None:
     from scipy.stats import spearmanr
 
     from active.acquirers.learning_loss import LearningLossAcquirer, true_and_predicted_losses
-    from active.run_cli import load_data
+    from active.loop.runner import load_data
     from hourglass.config import config_dir
     from hourglass.device import resolve_device
     from hourglass.train import fit
-    from hourglass.train_cli import build_model, train_config
+    from hourglass.factories import build_model, train_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=1000)

@@ -22,7 +22,7 @@ from active.acquirers.vl4pose import (
     skeleton_links,
     tree_log_likelihood,
 )
-from active.heads import build_head
+from active.acquirers.heads import build_head
 from hourglass.model import StackedHourglass
 
 LN2 = math.log(2.0)

@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_overrides
 from scipy import integrate, stats
 
-from active import loss_gamma
+from active.analysis import loss_gamma
 from hourglass.errors import AlposeError
 
 # Both branches of e^d E_n(d) (d = δ/Θ below and above 1), k = 1 … 30.
@@ -171,9 +171,9 @@ def test_cli_on_a_finished_run_fits_k_and_theta_and_prints_both_tables(cli, tiny
 def test_true_losses_average_to_trainings_selection_loss(tiny_run):
     import torch
 
-    from active.analyze_cli import load_run_model, true_losses
+    from active.cli.analyze import load_run_model, true_losses
     from hourglass.train import selection_metrics
-    from hourglass.train_cli import train_config
+    from hourglass.factories import train_config
 
     run = load_run_model(tiny_run, cycle=1)
     tcfg = train_config(run.cfg)

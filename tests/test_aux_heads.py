@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from test_experiment import alpose, results, rows, smoke
 
 from active.acquirers.learning_loss import LearningLossAcquirer, true_and_predicted_losses
-from active.head_pass import fit_head_frozen
+from active.loop.head_training import fit_head_frozen
 from hourglass.model import StackedHourglass
 from hourglass.train import TrainConfig, fit
 

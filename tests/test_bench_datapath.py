@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from active import bench_speed
-from active.bench_speed import (
+from active.bench import speed as bench_speed
+from active.bench.speed import (
     SpeedRow,
     build_margin_cache,
     compose,
@@ -18,7 +18,7 @@ from active.bench_speed import (
     margin_cache,
     work_of,
 )
-from active.workload import train_rate
+from active.loop.workload import train_rate
 from hourglass.datasets import cache as cache_mod
 from hourglass.datasets import crops
 from hourglass.datasets.cache import load_cache
@@ -176,7 +176,7 @@ def test_a_real_dataset_trains_no_faster_than_its_host_side(monkeypatch, tmp_pat
 def test_the_dry_run_uses_the_same_host_bound(monkeypatch, tmp_path):
     from dataclasses import asdict
 
-    from active.dry_run import bench_speed as dry_speed
+    from active.loop.plan import bench_speed as dry_speed
 
     monkeypatch.setattr(cache_mod, "available_memory", lambda: 10**9)
     cfg = compose("run", ["experiment=mpii_paper", f"paths.data={tmp_path}", "device=cuda"])

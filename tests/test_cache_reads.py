@@ -129,8 +129,8 @@ def test_processes_loading_at_once_split_the_memory_rule(path, monkeypatch, caps
 def test_a_run_counts_the_processes_that_hold_the_dataset(monkeypatch):
     from omegaconf import OmegaConf
 
-    from active import run_cli
-    from active.sweep import SweepJob
+    from active.loop import runner as run_cli
+    from active.loop.sweep import SweepJob
 
     monkeypatch.setattr(run_cli, "sweep_job", lambda: None)
     assert run_cli.memory_sharers(OmegaConf.create({"jobs": 1})) == 1

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from hourglass.evaluate_cli import read_predictions, read_variables
+from active.cli.evaluate import read_predictions, read_variables
 from hourglass.metrics import mpii_pckh
 
 PARTS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")

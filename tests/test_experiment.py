@@ -88,7 +88,7 @@ def test_acquirers_of_a_seed_share_the_initial_set_and_first_model(reference):
         assert first["random"] == first["coreset"]
         assert first["random"] == rows(reference / "_initial" / f"seed_{seed}" / "metrics.csv")[0]
         assert not (reference / "random" / f"seed_{seed}" / "checkpoints" / "cycle_0.pt").exists()
-    from active.experiment import initial_labelled
+    from active.loop.experiment import initial_labelled
 
     pool = np.arange(160)
     assert np.array_equal(initial_labelled(pool, 24, 0), initial_labelled(pool, 24, 0))
@@ -222,7 +222,7 @@ def test_pool_subsample_offers_a_seeded_fresh_subset_of_the_unlabelled_pool(tmp_
 
 
 def test_initial_family_draws_the_first_set_from_that_family_only():
-    from active.experiment import initial_candidates, initial_labelled
+    from active.loop.experiment import initial_candidates, initial_labelled
     from hourglass.datasets.cache import PoseCache
     from hourglass.errors import AlposeError
 

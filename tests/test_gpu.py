@@ -77,7 +77,7 @@ def no_tf32():
 
 # -- 1. the GPU claim on this machine ----------------------------------------------------------
 def test_claims_every_visible_gpu_then_waits(tmp_path):
-    from active.gpu_claim import claim_gpu, claimed_device, slot_names, visible_gpu_count
+    from active.loop.gpu_claim import claim_gpu, claimed_device, slot_names, visible_gpu_count
 
     n = visible_gpu_count() if ON_GPU else 2  # on the CPU: 2 fake GPUs
     names = slot_names(n)
@@ -306,7 +306,7 @@ def test_smoke_experiment_end_to_end_killed_and_resumed(cli, tmp_path, keep_thre
 
 # -- 5. the paper model's rows of `alpose bench` -----------------------------------------------
 def test_paper_model_bench_rows(keep_threads):
-    from active import bench_speed as bs
+    from active.bench import speed as bs
 
     name, px = "hourglass_paper", 256
     device = torch.device(DEVICE)

@@ -1,4 +1,4 @@
-"""GPU claims (active/gpu_claim.py): N fake GPUs handed to 2N jobs of unequal length (real processes)
+"""GPU claims (active/loop/gpu_claim.py): N fake GPUs handed to 2N jobs of unequal length (real processes)
 never put two jobs on one GPU and never leave a job waiting while a GPU is free; a job-number % N
 assignment fails the same check. No timing: jobs hold their GPU until the test releases them
 (files), and every wait is bounded only to turn a deadlock into a failure."""
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from active.gpu_claim import claim_gpu, claimed_device, slot_names
+from active.loop.gpu_claim import claim_gpu, claimed_device, slot_names
 
 BOUND = 120.0  # seconds: only a deadlock gets there
 

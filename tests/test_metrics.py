@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hourglass.evaluate_cli import read_lsp_gt, read_mpii_gt, read_predictions, read_variables
+from active.cli.evaluate import read_lsp_gt, read_mpii_gt, read_predictions, read_variables
 from hourglass.metrics import (
     PAPER_MPII_THRESHOLD,
     format_table,

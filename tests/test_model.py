@@ -14,7 +14,7 @@ def test_paper_model_parameter_count(joints, expected):
 
 def test_paper_config_file_builds_the_paper_model():
     from hourglass.config import load_group
-    from hourglass.train_cli import build_model
+    from hourglass.factories import build_model
 
     model = build_model(load_group("model", "hourglass_paper"), joints=16, image_size=256)
     assert count_parameters(model) == 6_570_400
@@ -47,7 +47,7 @@ def test_bad_input_size_is_a_clear_error():
     from omegaconf import OmegaConf
 
     from hourglass.errors import AlposeError
-    from hourglass.train_cli import build_model
+    from hourglass.factories import build_model
 
     cfg = OmegaConf.create(
         {"name": "m", "stacks": 1, "channels": 16, "depth": 3, "input_skip": True}

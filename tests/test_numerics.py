@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from active.fingerprint import fingerprint, first_difference, read_csv
+from active.analysis.fingerprint import fingerprint, first_difference, read_csv
 from hourglass import numerics
 from hourglass.environment import changes, cpu_level
 

@@ -151,6 +151,7 @@ def test_lspet_mini_runs_end_to_end_on_real_photos(cli, refdata, tmp_path):
     status, out, err = cli(
         "run",
         "experiment=lspet_mini",
+        f"dataset.root={refdata / 'realimages' / 'axelcarlier-lsp'}",
         f"paths.runs={runs}",
         f"paths.data={data}",
         "dataset.lspet_count=60",

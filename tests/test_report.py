@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def opened(run_dir):
-    from active.pool_diagnostics import open_run
+    from active.analysis.cell_diagnostics import open_run
 
     return open_run(run_dir, device="cpu")
 
@@ -41,7 +41,7 @@ def _picks(run_dir, acq, cycle):
 def _direct_errors(run, checkpoint, rows):
     """Mean normalised joint error of ``rows`` under ``checkpoint``, computed without the module."""
     from hourglass.evaluate import predict_coords
-    from hourglass.train_cli import build_model
+    from hourglass.factories import build_model
 
     model = build_model(run.cfg.model, run.data.num_joints, run.data.image_size)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
@@ -55,8 +55,8 @@ def _direct_errors(run, checkpoint, rows):
 def test_spearman_and_hit_rate_equal_direct_computations(run_dir, opened):
     from active.acquirers.base import AcquisitionContext
     from active.acquirers.multipeak import MultiPeakAcquirer
-    from active.pool_diagnostics import diagnose
-    from hourglass.train_cli import build_model
+    from active.analysis.cell_diagnostics import diagnose
+    from hourglass.factories import build_model
 
     initial = np.array(json.loads((run_dir / "_initial/seed_0/state.json").read_text())["labelled"])
     pool = opened.data.indices("train")
@@ -109,7 +109,7 @@ def test_spearman_and_hit_rate_equal_direct_computations(run_dir, opened):
 
 
 def test_overlap_equals_set_arithmetic(run_dir):
-    from active.diagnostics import overlap_matrix, overlap_rows
+    from active.analysis.run_diagnostics import overlap_matrix, overlap_rows
 
     rows = overlap_rows(run_dir)
     assert {(r.cycle, r.acquirer_a, r.acquirer_b) for r in rows} == {
@@ -138,7 +138,7 @@ def test_overlap_equals_set_arithmetic(run_dir):
 
 
 def test_joint_gain_families_and_timing_match_the_run_files(run_dir, opened):
-    from active.diagnostics import family_rows, joint_gain_rows, timing_rows
+    from active.analysis.run_diagnostics import family_rows, joint_gain_rows, timing_rows
 
     with open(run_dir / "coreset/seed_0/metrics.csv", newline="") as f:
         table = {int(r["cycle"]): r for r in csv.DictReader(f)}
@@ -164,7 +164,7 @@ def test_joint_gain_families_and_timing_match_the_run_files(run_dir, opened):
 
 
 def test_gallery_draws_the_true_skeleton_at_the_stored_joints(opened):
-    from active.figures import PRED_COLOUR, TRUE_COLOUR, GalleryGroup, render_gallery
+    from active.analysis.figures import PRED_COLOUR, TRUE_COLOUR, GalleryGroup, render_gallery
 
     data = opened.data
     rows = opened.pool[:5]
@@ -290,7 +290,7 @@ def test_report_is_one_offline_page_that_loads_in_chromium(run_dir, cli, tmp_pat
 
 
 def test_inspect_prints_the_cell_and_refuses_cycle_0(run_dir, opened, cli):
-    from active.pool_diagnostics import diagnose
+    from active.analysis.cell_diagnostics import diagnose
 
     args = ("--acquirer", "multipeak", "--seed", 0, "--cycle", 1, "--device", "cpu")
     status, out, err = cli("inspect", run_dir, *args, "--no-rescore")

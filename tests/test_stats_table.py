@@ -1,4 +1,4 @@
-"""`alpose table` and `alpose status` on a hand-made result set in the exact layout of active/layout.py."""
+"""`alpose table` and `alpose status` on a hand-made result set in the exact layout of active/loop/run_files.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from active import stats
-from active.layout import METRIC_COLUMNS, joint_columns, seed_dir
+from active.analysis import stats
+from active.loop.run_files import METRIC_COLUMNS, joint_columns, seed_dir
 
 ACQUIRERS = ("coreset", "egl_pp", "random")  # sorted: the table's row order
 SEEDS = (0, 1, 2, 3, 4)
@@ -39,7 +39,7 @@ def make_values(rng_seed: int = 20240) -> np.ndarray:
 
 
 def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
-    """A metrics.csv with every column of active/layout.py."""
+    """A metrics.csv with every column of active/loop/run_files.py."""
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = [*METRIC_COLUMNS, *joint_columns()]
     with open(path, "w", newline="") as f:
@@ -360,7 +360,7 @@ def test_errors_are_one_line_exit_2(cli, run_dir, tmp_path, args, needle):
 
 
 def test_paper_names_map_our_acquirers_to_the_published_methods():
-    from active.report import load_paper_numbers
+    from active.analysis.tables import load_paper_numbers
 
     paper = load_paper_numbers("lsp", ("multipeak_entropy", "eglpp", "learning_loss", "bald"))
     assert set(paper) == {"multipeak_entropy", "eglpp", "learning_loss"}
@@ -372,7 +372,7 @@ def test_paper_names_map_our_acquirers_to_the_published_methods():
 
 
 def test_cycle_costs_average_cycles_after_the_shared_one(cli, tmp_path):
-    from active.stats import cycle_costs
+    from active.analysis.stats import cycle_costs
 
     root = tmp_path / "timed"
     for a, acq in enumerate(("coreset", "random")):

@@ -15,9 +15,10 @@ from types import SimpleNamespace
 import pytest
 from conftest import REPO
 
-import active.experiment  # noqa: F401  (imported before the forks below, not in each of them)
-from active import gpu_claim, run_cli
-from active.sweep import TRAINED, SweepJob, initial_lock_path, run_initial_once, threads_per_job
+import active.loop.experiment  # noqa: F401  (imported before the forks below, not in each of them)
+from active.loop import gpu_claim
+from active.loop import runner as run_cli
+from active.loop.sweep import TRAINED, SweepJob, initial_lock_path, run_initial_once, threads_per_job
 
 # A smaller smoke: 2 cycles (24 then 36 labelled), 1 epoch each.
 FAST = ["experiment=smoke", "progress=false", "cycles=1", "epochs_first=1"]
@@ -141,7 +142,7 @@ def two_fake_gpus(tmp_path, monkeypatch):
     """2 fake GPUs (no CUDA), locks under tmp_path; returns (lock dir, cells log, config)."""
     import torch
 
-    from active.bench_speed import compose
+    from active.bench.speed import compose
 
     lock_dir = tmp_path / "gpus"
     monkeypatch.setenv("ALPOSE_GPU_LOCK_DIR", str(lock_dir))

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 from omegaconf import OmegaConf
 
-from active import tracking
+from active.loop import tracking
 from hourglass.errors import AlposeError
 from hourglass.train import EpochLog
 

@@ -1,7 +1,7 @@
 """EGL for an ensemble in closed form, and Bayesian (Kendall & Gal) variance (papers.md, EGL++).
 
 The ensemble: ``members`` small heads on the pose net's detached pyramid (the ``pooled`` head of
-``active/heads.py``), each predicting every joint coordinate's mean μ_k and log-variance s_k
+``active/acquirers/heads.py``), each predicting every joint coordinate's mean μ_k and log-variance s_k
 (σ_k² = e^{s_k}), in heatmap units divided by the heatmap size. Each member trains with the Gaussian
 NLL ½[(y − μ_k)² e^{−s_k} + s_k] of the ground-truth coordinates (the expectation of the target
 map) beside the pose net in every cycle's ``fit`` (stop-gradient, the same run; cycle 0: on the
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from active.acquirers.base import AcquisitionContext, top_k
 from active.acquirers.egl_grads import Scope, sq_grad_norms_of_cotangents
-from active.heads import build_head
+from active.acquirers.heads import build_head
 from hourglass.datasets.cache import PoseCache
 from hourglass.datasets.views import model_images
 from hourglass.evaluate import images_to_tensor

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from active.acquirers.base import AcquisitionContext, RankingAcquirer, keeps_anchor_bugs
-from active.heads import HeadKind, build_head
+from active.acquirers.heads import HeadKind, build_head
 from hourglass.datasets.cache import PoseCache
 from hourglass.evaluate import iterate_outputs
 from hourglass.train import AuxBatch, AuxiliaryHead, TrainConfig, eval_losses

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from active.layout import INITIAL
+from active.loop.run_files import INITIAL
 
 # metrics.csv columns that are numbers of the model (not timings), compared exactly
 NUMBER_COLUMNS = ("labelled", "pckh_standard", "pckh_paper", "best_epoch")

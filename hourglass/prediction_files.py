@@ -1,6 +1,6 @@
-"""``alpose evaluate``: score a prediction file against MPII or LSP ground truth.
+"""Ground-truth and prediction files of MPII and LSP, read and scored (``alpose evaluate``).
 
-File layouts (``../shared/refdata/README.md``, ``../shared/spec/metrics.md`` s.2.1 and s.3.1):
+File layouts (``docs/conventions.md``, "Evaluation files"):
 
 * MPII GT: ``detections_our_format.mat`` (``pos_gt_src`` 16x2xN, ``jnt_missing`` 16xN,
   ``headboxes_src`` 2x2xN as ``[x1 y1; x2 y2]``), 1-based pixels.
@@ -12,7 +12,6 @@ File layouts (``../shared/refdata/README.md``, ``../shared/spec/metrics.md`` s.2
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -23,7 +22,7 @@ import numpy as np
 
 from hourglass.datasets.cache import open_for_reading
 from hourglass.errors import AlposeError
-from hourglass.metrics import CONVENTIONS, PCKResult, format_table, lsp_pck, mpii_pckh
+from hourglass.metrics import PCKResult, lsp_pck, mpii_pckh
 
 MPII_GT_VARS = ("pos_gt_src", "jnt_missing", "headboxes_src")
 LSP_GT_VAR = "joints"
@@ -31,7 +30,7 @@ PRED_VARS = ("preds", "pred")
 # MATLAB writes a 512-byte user block starting with this text before the HDF5 data (v7.3 files).
 MAT73_MAGIC = b"MATLAB 7.3 MAT-file"
 HDF5_SUFFIXES = (".h5", ".hdf5")
-# LSP standard split: images 1-1000 train, 1001-2000 test (metrics.md s.3.4; LSP README).
+# LSP standard split: images 1-1000 train, 1001-2000 test (LSP README).
 LSP_IMAGES, LSP_TEST = 2000, slice(1000, 2000)
 
 
@@ -222,22 +221,26 @@ def _mismatch(
     )
 
 
-def score_mpii(gt_arrays: tuple, pred: np.ndarray, args: argparse.Namespace) -> PCKResult:
+def score_mpii(
+    gt_arrays: tuple, pred: np.ndarray, files: tuple[Path, Path], convention: str, threshold: float | None
+) -> PCKResult:
     """PCKh of MPII predictions (N,16,2) against (gt, scored, head_boxes) from read_mpii_gt."""
     gt, scored, head_boxes = gt_arrays
     if pred.shape != gt.shape:
-        raise _mismatch(pred, gt.shape, args.pred, args.gt)
+        raise _mismatch(pred, gt.shape, *files)
     return mpii_pckh(
         pred,
         gt,
         scored,
         head_boxes=head_boxes,
-        convention=args.convention,
-        threshold=args.threshold,
+        convention=convention,
+        threshold=threshold,
     )
 
 
-def score_lsp(gt: np.ndarray, pred: np.ndarray, args: argparse.Namespace) -> PCKResult:
+def score_lsp(
+    gt: np.ndarray, pred: np.ndarray, files: tuple[Path, Path], convention: str, threshold: float | None
+) -> PCKResult:
     """PCK of LSP predictions against gt (N,14,2); 1000 predictions vs 2000 GT = the test split."""
     note = None
     if gt.shape[0] == LSP_IMAGES and pred.shape[0] == LSP_TEST.stop - LSP_TEST.start:
@@ -247,8 +250,8 @@ def score_lsp(gt: np.ndarray, pred: np.ndarray, args: argparse.Namespace) -> PCK
             "split (images 1001-2000)"
         )
     if pred.shape != gt.shape:
-        raise _mismatch(pred, gt.shape, args.pred, args.gt)
-    result = lsp_pck(pred, gt, threshold=args.threshold, convention=args.convention)
+        raise _mismatch(pred, gt.shape, *files)
+    result = lsp_pck(pred, gt, threshold=threshold, convention=convention)
     if note:
         result.notes.append(note)
     return result
@@ -276,58 +279,24 @@ def write_json_atomic(path: Path, payload: dict) -> None:
         raise
 
 
-def evaluate(args: argparse.Namespace) -> PCKResult:
-    """Read both files, pick the dataset, score; raises AlposeError on any bad input."""
-    if args.threshold is not None and not args.threshold > 0:
-        raise AlposeError(f"--threshold must be > 0, got {args.threshold}")
-    _require_file(args.gt, "ground-truth")
-    _require_file(args.pred, "prediction")
-    variables = read_variables(args.gt, "ground-truth")
-    dataset = args.dataset or detect_dataset(variables, args.gt)
+def evaluate(
+    gt_path: Path,
+    pred_path: Path,
+    dataset: str | None = None,
+    convention: str = "standard",
+    threshold: float | None = None,
+) -> PCKResult:
+    """Read both files, pick the dataset (``None``: from the GT variables), score; raises
+    AlposeError on any bad input."""
+    if threshold is not None and not threshold > 0:
+        raise AlposeError(f"--threshold must be > 0, got {threshold}")
+    _require_file(gt_path, "ground-truth")
+    _require_file(pred_path, "prediction")
+    variables = read_variables(gt_path, "ground-truth")
+    dataset = dataset or detect_dataset(variables, gt_path)
     parse_gt, score = DATASETS[dataset]
-    gt = parse_gt(variables, args.gt)
-    pred = read_predictions(args.pred)
-    result = score(gt, pred, args)
-    result.notes.insert(0, f"gt: {args.gt}  pred: {args.pred}  ({pred.shape[0]} samples)")
+    gt = parse_gt(variables, gt_path)
+    pred = read_predictions(pred_path)
+    result = score(gt, pred, (pred_path, gt_path), convention, threshold)
+    result.notes.insert(0, f"gt: {gt_path}  pred: {pred_path}  ({pred.shape[0]} samples)")
     return result
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point after argument parsing: print the table, optionally write the JSON."""
-    result = evaluate(args)
-    print(format_table(result))
-    if args.json is not None:
-        try:
-            write_json_atomic(args.json, result.to_json())
-        except OSError as err:
-            raise AlposeError(f"cannot write --json {args.json}: {err.strerror or err}") from err
-        print(f"wrote {args.json}")
-    return 0
-
-
-def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    """Add the ``evaluate`` flags to ``parser`` and return the function that runs the command."""
-    parser.add_argument(
-        "--gt", type=Path, required=True, help="MPII detections_our_format.mat or LSP joints.mat"
-    )
-    parser.add_argument(
-        "--pred", type=Path, required=True, help="predictions (.mat v5/v7.3 or .h5)"
-    )
-    parser.add_argument(
-        "--dataset", choices=sorted(DATASETS), help="default: detected from the GT variables"
-    )
-    parser.add_argument(
-        "--convention",
-        choices=CONVENTIONS,
-        default="standard",
-        help="standard (published leaderboards) or paper (the anchor code's lenient variant)",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        help="default: 0.5 (MPII) / 0.2 (LSP) standard; 10/19 / 4/19 paper",
-    )
-    parser.add_argument(
-        "--json", type=Path, help="also write the result as JSON (percent) to this file"
-    )
-    return run

@@ -1,8 +1,8 @@
 """What each acquirer picked and why: collect every diagnostic of a run, write the CSV files and
-pictures, and assemble the HTML page of ``alpose report`` (:mod:`active.html_report`).
+pictures, and assemble the HTML page of ``alpose report`` (:mod:`active.analysis.html_page`).
 
 Cheap diagnostics (overlap, per-joint gain, families, timing) cover every (acquirer, seed, cycle);
-the pass-based ones (true errors, Spearman, galleries, PCA; :mod:`active.pool_diagnostics`) cover
+the pass-based ones (true errors, Spearman, galleries, PCA; :mod:`active.analysis.cell_diagnostics`) cover
 the chosen seeds and cycles, by default the smallest seed's cycle 1, where every acquirer picked
 from the same pool with the same shared model, so one inference pass serves them all.
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from active import diagnostics as diag
-from active import figures
-from active import html_report as hr
-from active import pool_diagnostics as pdg
+from active.analysis import run_diagnostics
+from active.analysis import figures
+from active.analysis import html_page
+from active.analysis import cell_diagnostics
 from hourglass.errors import AlposeError
 
 
@@ -34,14 +34,14 @@ class Insight:
 
     run_dir: Path
     names: list[str]
-    overlap: list[diag.OverlapRow]
-    gains: list[diag.JointGainRow]
-    timing: list[diag.TimingRow]
-    families: list[diag.FamilyRow] = field(default_factory=list)
-    cells: list[pdg.CellDiagnostics] = field(default_factory=list)
-    run: pdg.OpenRun | None = None
+    overlap: list[run_diagnostics.OverlapRow]
+    gains: list[run_diagnostics.JointGainRow]
+    timing: list[run_diagnostics.TimingRow]
+    families: list[run_diagnostics.FamilyRow] = field(default_factory=list)
+    cells: list[cell_diagnostics.CellDiagnostics] = field(default_factory=list)
+    run: cell_diagnostics.OpenRun | None = None
     note: str | None = None  # why the pass-based parts are missing
-    table: object | None = None  # report.Table of the headline metric
+    table: object | None = None  # tables.Table of the headline metric
 
 
 def parse_cycles(text: str | None) -> str | list[int]:
@@ -62,14 +62,15 @@ def parse_cycles(text: str | None) -> str | list[int]:
 
 
 def results_table(run_dir: Path, metric: str = "standard", reference: str | None = None):
-    """The ``alpose table`` statistics of the run (report.Table)."""
-    from active import report, stats
-    from active.table_cli import METRIC_FLAGS, pick_reference
+    """The ``alpose table`` statistics of the run (tables.Table)."""
+    from active.analysis import tables
+    from active.analysis import stats
+    from active.cli.table import METRIC_FLAGS, pick_reference
 
     cube = stats.to_cube(stats.load_results(run_dir), METRIC_FLAGS[metric])
     ref = pick_reference(cube.acquirers, reference)
-    info = report.read_experiment_info(run_dir)
-    return report.build_table(cube, info, ref, "beats-reference", 0.1, stats.cycle_costs(run_dir))
+    info = tables.read_experiment_info(run_dir)
+    return tables.build_table(cube, info, ref, "beats-reference", 0.1, stats.cycle_costs(run_dir))
 
 
 def collect(
@@ -83,15 +84,15 @@ def collect(
 ) -> Insight:
     """Read the run, open its data and model (when possible) and compute the diagnostics."""
     run_dir = Path(run_dir)
-    names = diag.acquirer_names(run_dir)
+    names = run_diagnostics.acquirer_names(run_dir)
     if not names:
         raise AlposeError(f"{run_dir} holds no acquirer results (run `alpose run` first)")
     ins = Insight(
         run_dir,
         names,
-        diag.overlap_rows(run_dir, names),
-        diag.joint_gain_rows(run_dir, names),
-        diag.timing_rows(run_dir, names),
+        run_diagnostics.overlap_rows(run_dir, names),
+        run_diagnostics.joint_gain_rows(run_dir, names),
+        run_diagnostics.timing_rows(run_dir, names),
     )
     try:
         ins.table = results_table(run_dir)
@@ -101,23 +102,23 @@ def collect(
         ins.note = "model pass skipped (--no-model)"
         return ins
     try:
-        ins.run = pdg.open_run(run_dir, data_dir, device)
+        ins.run = cell_diagnostics.open_run(run_dir, data_dir, device)
     except AlposeError as err:
         ins.note = f"no pass-based diagnostics: {err}"
         return ins
     data = ins.run.data
     if data.family is not None and data.family_names:
-        ins.families = diag.family_rows(
+        ins.families = run_diagnostics.family_rows(
             run_dir, data.family, data.family_names, ins.run.pool, names
         )
-    all_seeds = sorted({s for a in names for s in diag.seeds_of(run_dir, a)})
+    all_seeds = sorted({s for a in names for s in run_diagnostics.seeds_of(run_dir, a)})
     for seed in seeds if seeds is not None else all_seeds[:1]:
         for acq in names:
-            have = diag.selection_cycles(run_dir, acq, seed)
+            have = run_diagnostics.selection_cycles(run_dir, acq, seed)
             wanted = have[:1] if cycles == "first" else have if cycles == "all" else cycles
             for cycle in wanted:
                 if cycle in have:
-                    ins.cells.append(pdg.diagnose(ins.run, acq, seed, cycle, rescore))
+                    ins.cells.append(cell_diagnostics.diagnose(ins.run, acq, seed, cycle, rescore))
     return ins
 
 
@@ -125,22 +126,22 @@ def write_csvs(ins: Insight, out_dir: Path) -> list[Path]:
     """The diagnostics CSV files (see the module docstring)."""
     written = []
     for name, records, cls in (
-        ("overlap.csv", ins.overlap, diag.OverlapRow),
-        ("joint_gain.csv", ins.gains, diag.JointGainRow),
-        ("timing.csv", ins.timing, diag.TimingRow),
-        ("scores.csv", [c.row for c in ins.cells], pdg.ScoreRow),
+        ("overlap.csv", ins.overlap, run_diagnostics.OverlapRow),
+        ("joint_gain.csv", ins.gains, run_diagnostics.JointGainRow),
+        ("timing.csv", ins.timing, run_diagnostics.TimingRow),
+        ("scores.csv", [c.row for c in ins.cells], cell_diagnostics.ScoreRow),
     ):
         fields = [f.name for f in dataclasses.fields(cls)]
-        written.append(diag.write_records(out_dir / name, records, fields))
+        written.append(run_diagnostics.write_records(out_dir / name, records, fields))
     if ins.families:
-        written.append(diag.write_records(out_dir / "families.csv", ins.families))
+        written.append(run_diagnostics.write_records(out_dir / "families.csv", ins.families))
     for cell in ins.cells:
-        written.append(pdg.write_samples(ins.run, cell, out_dir))
+        written.append(cell_diagnostics.write_samples(ins.run, cell, out_dir))
     return written
 
 
 # -- pictures ---------------------------------------------------------------------------------
-def cell_gallery(run: pdg.OpenRun, cell: pdg.CellDiagnostics, n: int = 6) -> figures.Gallery:
+def cell_gallery(run: cell_diagnostics.OpenRun, cell: cell_diagnostics.CellDiagnostics, n: int = 6) -> figures.Gallery:
     """Top-``n`` picks by the acquirer's priority, and the ``n`` lowest-priority rows of the offered
     pool (lowest picks when the pool was not re-scored), with predicted and true skeletons."""
     order = np.argsort(-cell.pick_priority, kind="stable")
@@ -202,20 +203,20 @@ def family_shares(ins: Insight) -> tuple[dict[str, np.ndarray], list[str]]:
 
 
 # -- the page ---------------------------------------------------------------------------------
-def _results_section(ins: Insight, pngs: dict[str, bytes]) -> hr.Section:
-    from active import report
+def _results_section(ins: Insight, pngs: dict[str, bytes]) -> html_page.Section:
+    from active.analysis import tables
 
-    sec = hr.Section("Results", "results")
+    sec = html_page.Section("Results", "results")
     t = ins.table
     if t is None:
         return sec.note(ins.note or "no finished cycles")
     header = ["acquirer", *map(str, t.budgets), "AUC"]
-    rows = report.table_rows(t)
+    rows = tables.table_rows(t)
     sec.add(
-        f"<h3>{hr.esc(report.metric_label(t))}, mean ± sd over seeds (p vs {hr.esc(t.tests.reference)})</h3>"
+        f"<h3>{html_page.esc(tables.metric_label(t))}, mean ± sd over seeds (p vs {html_page.esc(t.tests.reference)})</h3>"
     )
     sec.add(
-        hr.table(
+        html_page.table(
             header,
             [[label, *(c.text for c in cells)] for label, cells in rows],
             [[False, *(c.bold for c in cells)] for _, cells in rows],
@@ -223,15 +224,15 @@ def _results_section(ins: Insight, pngs: dict[str, bytes]) -> hr.Section:
         )
     )
     sec.add(
-        "<ol class='note'>" + "".join(f"<li>{hr.esc(x)}</li>" for x in report.footnote(t)) + "</ol>"
+        "<ol class='note'>" + "".join(f"<li>{html_page.esc(x)}</li>" for x in tables.footnote(t)) + "</ol>"
     )
     pngs["curves"] = figures.curves_png(t)
-    sec.add(hr.figure(pngs["curves"], "Learning curves: mean ± σ over seeds per acquirer."))
+    sec.add(html_page.figure(pngs["curves"], "Learning curves: mean ± σ over seeds per acquirer."))
     return sec
 
 
-def _scores_section(ins: Insight) -> hr.Section:
-    sec = hr.Section("How well the score finds failures", "scores")
+def _scores_section(ins: Insight) -> html_page.Section:
+    sec = html_page.Section("How well the score finds failures", "scores")
     sec.note(
         "True error: mean over scored joints of |predicted − true| / normaliser, with the model that "
         "made the picks. Priority: the acquirer's score, negated where it wants the lowest. "
@@ -279,11 +280,11 @@ def _scores_section(ins: Insight) -> hr.Section:
         ]
         for r in (c.row for c in ins.cells)
     ]
-    return sec.add(hr.table(header, rows, css_id="scores-table"))
+    return sec.add(html_page.table(header, rows, css_id="scores-table"))
 
 
-def _overlap_section(ins: Insight, pngs: dict[str, bytes]) -> hr.Section:
-    sec = hr.Section("Agreement between acquirers", "overlap")
+def _overlap_section(ins: Insight, pngs: dict[str, bytes]) -> html_page.Section:
+    sec = html_page.Section("Agreement between acquirers", "overlap")
     if len(ins.names) < 2 or not ins.overlap:
         return sec.note("one acquirer only: nothing to compare")
     first = min(r.cycle for r in ins.overlap)
@@ -291,7 +292,7 @@ def _overlap_section(ins: Insight, pngs: dict[str, bytes]) -> hr.Section:
         (first, f"cycle {first} (same model and pool for all)"),
         (None, "every cycle"),
     ):
-        m = diag.overlap_matrix(ins.overlap, ins.names, cycle)
+        m = run_diagnostics.overlap_matrix(ins.overlap, ins.names, cycle)
         key = f"overlap_cycle{cycle}" if cycle is not None else "overlap_all"
         pngs[key] = figures.overlap_heatmap(
             m,
@@ -300,12 +301,12 @@ def _overlap_section(ins: Insight, pngs: dict[str, bytes]) -> hr.Section:
             if cycle is not None
             else "Jaccard of picks, all cycles",
         )
-        sec.add(hr.figure(pngs[key], f"Mean Jaccard overlap of the picks over seeds, {label}."))
+        sec.add(html_page.figure(pngs[key], f"Mean Jaccard overlap of the picks over seeds, {label}."))
     return sec
 
 
-def _gain_section(ins: Insight, pngs: dict[str, bytes]) -> hr.Section:
-    sec = hr.Section("Per-joint gain", "joints")
+def _gain_section(ins: Insight, pngs: dict[str, bytes]) -> html_page.Section:
+    sec = html_page.Section("Per-joint gain", "joints")
     m, joints = joint_gain_matrix(ins)
     if not joints or not np.isfinite(m).any():
         return sec.note("no cycle after the first yet")
@@ -313,7 +314,7 @@ def _gain_section(ins: Insight, pngs: dict[str, bytes]) -> hr.Section:
         m, ins.names, joints, "Standard PCKh gain per cycle"
     )
     return sec.add(
-        hr.figure(
+        html_page.figure(
             pngs["joint_gain"],
             "Mean change of each joint's standard PCKh from one cycle to the "
             "next (points; cycles ≥ 1, every seed).",
@@ -321,39 +322,39 @@ def _gain_section(ins: Insight, pngs: dict[str, bytes]) -> hr.Section:
     )
 
 
-def _family_section(ins: Insight, pngs: dict[str, bytes]) -> hr.Section | None:
+def _family_section(ins: Insight, pngs: dict[str, bytes]) -> html_page.Section | None:
     if not ins.families:
         return None
-    sec = hr.Section("Families picked", "families")
+    sec = html_page.Section("Families picked", "families")
     shares, fams = family_shares(ins)
     pngs["families"] = figures.family_bars(shares, fams, "Family make-up of the picks")
     sec.add(
-        hr.figure(
+        html_page.figure(
             pngs["families"],
             "Share of each family (synthetic: pose family) among the "
             "picks, mean over seeds and cycles; the first bar is the pool offered.",
         )
     )
     header = ["acquirer", *fams]
-    return sec.add(hr.table(header, [[a, *(float(v) for v in s)] for a, s in shares.items()]))
+    return sec.add(html_page.table(header, [[a, *(float(v) for v in s)] for a, s in shares.items()]))
 
 
-def _timing_section(ins: Insight) -> hr.Section:
-    sec = hr.Section("Acquisition time", "timing")
+def _timing_section(ins: Insight) -> html_page.Section:
+    sec = html_page.Section("Acquisition time", "timing")
     acq = _mean_by(ins.timing, lambda r: r.acquirer, "acquisition_seconds")
     train = _mean_by(ins.timing, lambda r: r.acquirer, "train_seconds")
     rows = [[a, acq.get(a, np.nan), train.get(a, np.nan)] for a in ins.names]
     sec.note("Wall seconds per cycle (mean over seeds and cycles ≥ 1) as the run measured them.")
-    return sec.add(hr.table(["acquirer", "acquisition s", "training s"], rows))
+    return sec.add(html_page.table(["acquirer", "acquisition s", "training s"], rows))
 
 
-def _cell_sections(ins: Insight, pngs: dict[str, bytes], tiles: int) -> list[hr.Section]:
+def _cell_sections(ins: Insight, pngs: dict[str, bytes], tiles: int) -> list[html_page.Section]:
     out = []
     for name in ins.names:
         cells = [c for c in ins.cells if c.row.acquirer == name]
         if not cells:
             continue
-        sec = hr.Section(f"Acquirer: {name}", f"acq-{name}")
+        sec = html_page.Section(f"Acquirer: {name}", f"acq-{name}")
         for cell in cells:
             r = cell.row
             tag = f"{name}_seed{r.seed}_cycle{r.cycle}"
@@ -362,7 +363,7 @@ def _cell_sections(ins: Insight, pngs: dict[str, bytes], tiles: int) -> list[hr.
             )
             pngs[f"gallery_{tag}"] = figures.png_bytes(cell_gallery(ins.run, cell, tiles).image)
             sec.add(
-                hr.figure(
+                html_page.figure(
                     pngs[f"gallery_{tag}"],
                     "Green: true skeleton; magenta: the selecting "
                     "model's prediction. s = priority, e = true error.",
@@ -373,9 +374,9 @@ def _cell_sections(ins: Insight, pngs: dict[str, bytes], tiles: int) -> list[hr.
             pngs[f"pca_{tag}"] = figures.pca_map(
                 cell, f"{name} seed {r.seed} cycle {r.cycle}: embeddings (PCA)"
             )
-            sec.add(hr.figure(pngs[f"scatter_{tag}"], "Priority against true error."))
+            sec.add(html_page.figure(pngs[f"scatter_{tag}"], "Priority against true error."))
             sec.add(
-                hr.figure(pngs[f"pca_{tag}"], "Pooled embeddings of the training split, 2D PCA.")
+                html_page.figure(pngs[f"pca_{tag}"], "Pooled embeddings of the training split, 2D PCA.")
             )
         out.append(sec)
     return out
@@ -383,10 +384,10 @@ def _cell_sections(ins: Insight, pngs: dict[str, bytes], tiles: int) -> list[hr.
 
 def build_page(ins: Insight, tiles: int = 6) -> tuple[str, dict[str, bytes]]:
     """The HTML page and every picture in it (name -> PNG bytes)."""
-    from active import report
+    from active.analysis import tables
 
     pngs: dict[str, bytes] = {}
-    info = report.read_experiment_info(ins.run_dir)
+    info = tables.read_experiment_info(ins.run_dir)
     sections = [
         _results_section(ins, pngs),
         _scores_section(ins),
@@ -397,11 +398,11 @@ def build_page(ins: Insight, tiles: int = 6) -> tuple[str, dict[str, bytes]]:
     sections += [fam] if fam else []
     sections.append(_timing_section(ins))
     sections += _cell_sections(ins, pngs, tiles)
-    seeds = sorted({s for a in ins.names for s in diag.seeds_of(ins.run_dir, a)})
+    seeds = sorted({s for a in ins.names for s in run_diagnostics.seeds_of(ins.run_dir, a)})
     intro = [
         f"Experiment {info.name}: dataset {info.dataset or '?'}, protocol {info.protocol or '?'}, "
         f"budgets {list(info.budgets) if info.budgets else '?'}, seeds {seeds}, acquirers "
         f"{', '.join(ins.names)}.",
         "Made by `alpose report`; CSV files of every number are in the run's _diagnostics folder.",
     ]
-    return hr.render_page(f"alpose report: {info.name}", intro, sections), pngs
+    return html_page.render_page(f"alpose report: {info.name}", intro, sections), pngs

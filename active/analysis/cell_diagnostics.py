@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from active import diagnostics as diag
+from active.analysis import run_diagnostics
 from hourglass.errors import AlposeError
 
 ROLES = ("labelled", "selected", "unlabelled")
@@ -61,10 +61,10 @@ class OpenRun:
 
 def open_run(run_dir: Path, data_dir: str | Path | None = None, device: str = "auto") -> OpenRun:
     """Load an ``alpose run`` experiment's config and dataset (``run_cli.load_data``)."""
-    from active.analyze_cli import load_run_config
-    from active.run_cli import load_data
+    from active.cli.analyze import load_run_config
+    from active.loop.runner import load_data
     from hourglass.device import resolve_device
-    from hourglass.train_cli import train_config
+    from hourglass.factories import train_config
 
     cfg = load_run_config(Path(run_dir))
     if data_dir:
@@ -97,8 +97,8 @@ def _state(path: Path) -> dict:
 
 def selecting_model(run: OpenRun, acquirer: str, seed: int, cycle: int):
     """(model, checkpoint path, aux head states or None) that picked cycle ``cycle``'s rows."""
-    from active.analyze_cli import find_checkpoint
-    from hourglass.train_cli import build_model
+    from active.cli.analyze import find_checkpoint
+    from hourglass.factories import build_model
 
     if cycle < 1:
         raise AlposeError(f"cycle {cycle} has no picks; acquisition cycles start at 1")
@@ -139,8 +139,8 @@ def offered_pool(
     run: OpenRun, labelled: np.ndarray, seed: int, cycle: int, acquirer: Any = None
 ) -> tuple[np.ndarray, np.random.Generator]:
     """The unlabelled rows the acquirer was offered and its rng, as ``Experiment.acquire`` made them."""
-    from active.experiment import offered_pool as runner_pool
-    from active.experiment import pool_subsample_of
+    from active.loop.experiment import offered_pool as runner_pool
+    from active.loop.experiment import pool_subsample_of
 
     sub = pool_subsample_of(acquirer, run.cfg.get("pool_subsample"))
     return runner_pool(run.pool, labelled, seed, cycle, sub)
@@ -178,7 +178,7 @@ def rescore(
     """The acquirer's own scores of every offered row (None when it does not rank rows)."""
     from active.acquirers.base import AcquisitionContext
     from active.acquirers.registry import inference_amp
-    from active.experiment import has_aux_head
+    from active.loop.experiment import has_aux_head
 
     if not callable(getattr(acquirer, "scores", None)):
         return None
@@ -314,8 +314,8 @@ def diagnose(
 ) -> CellDiagnostics:
     """The pass-based diagnostics of one cell (one inference pass, plus the acquirer's own scoring
     of the offered pool when ``rescore_pool`` and it ranks rows)."""
-    picks, stored = diag.load_selection(run.run_dir, acquirer, seed, cycle)
-    labelled = diag.labelled_before(run.run_dir, acquirer, seed, cycle)
+    picks, stored = run_diagnostics.load_selection(run.run_dir, acquirer, seed, cycle)
+    labelled = run_diagnostics.labelled_before(run.run_dir, acquirer, seed, cycle)
     model, ckpt_path, aux = selecting_model(run, acquirer, seed, cycle)
     p = pool_pass(run, model, str(ckpt_path))
     acq = build_acquirer(run, acquirer)
@@ -337,7 +337,7 @@ def diagnose(
     is_offered = np.zeros(len(p.rows), bool)
     is_offered[pos] = True
     e_off, e_pick = p.error[pos], p.error[pick_pos]
-    timing = {r.cycle: r for r in diag.timing_rows(run.run_dir, [acquirer]) if r.seed == seed}
+    timing = {r.cycle: r for r in run_diagnostics.timing_rows(run.run_dir, [acquirer]) if r.seed == seed}
     row = ScoreRow(
         acquirer=acquirer,
         seed=seed,
@@ -376,4 +376,4 @@ def write_samples(run: OpenRun, cell: CellDiagnostics, out_dir: Path) -> Path:
     r = cell.row
     path = out_dir / "samples" / f"{r.acquirer}_seed{r.seed}_cycle{r.cycle}.csv"
     records = cell.samples(run.data.family, tuple(run.data.family_names))
-    return diag.write_records(path, records, SAMPLE_FIELDS)
+    return run_diagnostics.write_records(path, records, SAMPLE_FIELDS)

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from active.bench_numerics import numerics_flags, run_numerics
-from active.bench_speed import run_speed, speed_flags
-from active.text_table import aligned
+from active.bench.numerics import numerics_flags, run_numerics
+from active.bench.speed import run_speed, speed_flags
+from active.bench.text_table import aligned
 from hourglass.config import config_dir
 from hourglass.errors import AlposeError
 from hourglass.io import write_json

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from active import report, stats
+from active.analysis import tables
+
+from active.analysis import stats
 from hourglass.errors import AlposeError
 
 DONE, MISSING = "#", "."
@@ -56,7 +58,7 @@ def collect(run_dir: Path) -> Progress:
     done: dict[tuple[str, int], set[int]] = {}
     for acquirer, seed, path in stats.result_files(run_dir):
         done[(acquirer, seed)] = {int(float(r["cycle"])) for r in stats.read_metrics(path)}
-    info = report.read_experiment_info(run_dir)
+    info = tables.read_experiment_info(run_dir)
     acquirers = sorted({a for a, _ in done} | set(info.acquirers or ()))
     seeds = sorted({s for _, s in done} | set(info.seeds or ()))
     seen = max((c for cycles in done.values() for c in cycles), default=-1)

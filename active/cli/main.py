@@ -21,54 +21,54 @@ from hourglass.errors import VERBOSE_ENV, report
 ARGPARSE_COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": (
         "score a prediction file against MPII/LSP ground truth",
-        "hourglass.evaluate_cli",
+        "active.cli.evaluate",
         "register",
     ),
     "table": (
         "mean +- sd, paired t-tests and learning curves of an experiment",
-        "active.table_cli",
+        "active.cli.table",
         "register",
     ),
     "status": (
         "list which (acquirer, seed, cycle) cells of an experiment are done",
-        "active.status_cli",
+        "active.cli.status",
         "register",
     ),
     "analyze": (
         "analyses of a finished run (learning-loss: Gamma fit, LearningLoss++ tables)",
-        "active.analyze_cli",
+        "active.cli.analyze",
         "register",
     ),
     "prepare": (
         "render or convert a dataset into the HDF5 crop cache",
-        "hourglass.prepare_cli",
+        "active.cli.prepare",
         "register",
     ),
     "bench": (
         "speed: images/s of training, inference, acquisition and data path (experiment=NAME: its wall time); egl: EGL++ gradient norms",
-        "active.bench_cli",
+        "active.cli.bench",
         "register",
     ),
     "report": (
         "one self-contained HTML page: table, curves, diagnostics, galleries per acquirer",
-        "active.report_cli",
+        "active.cli.report",
         "register",
     ),
     "inspect": (
         "diagnostics of one (acquirer, seed, cycle): score vs true error, overlap, families",
-        "active.inspect_cli",
+        "active.cli.inspect",
         "register",
     ),
 }
 HYDRA_COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": (
         "run an active-learning experiment (Hydra: experiment=quickstart, acquirers=[...], seeds=[...])",
-        "active.run_cli",
+        "active.loop.runner",
         "main",
     ),
     "train": (
         "train a stacked hourglass (Hydra overrides: dataset=..., model=..., train.epochs=...)",
-        "hourglass.train_cli",
+        "active.cli.train",
         "main",
     ),
 }

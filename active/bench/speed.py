@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from active.text_table import aligned
+from active.bench.text_table import aligned
 from hourglass import numerics
 from hourglass.errors import AlposeError
 from hourglass.io import write_json
@@ -164,7 +164,7 @@ def _train_cfg(name: str):
 
 def model_and_config(name: str, device: torch.device):
     """(a fresh model with random weights, its TrainConfig) for ``configs/model/<name>``."""
-    from hourglass.train_cli import build_model, train_config
+    from hourglass.factories import build_model, train_config
 
     cfg = _train_cfg(name)
     tcfg = replace(train_config(cfg), device=str(device))
@@ -401,7 +401,7 @@ def bench_host_step(data, steps: int, path: str, seed: int = 0) -> SpeedRow:
     from hourglass.datasets import crops
     from hourglass.datasets.cache import gather_rows
     from hourglass.datasets.views import cut_plan, target_joints
-    from hourglass.train_cli import train_config
+    from hourglass.factories import train_config
 
     aug = BatchAugmenter(train_config(_train_cfg("hourglass_paper")).augment)
     aug.reseed(seed)
@@ -599,8 +599,8 @@ def split_sizes(cfg) -> tuple[dict[str, int], str]:
 
 def work_of(cfg, sizes: dict[str, int]) -> dict[str, Any]:
     """Images trained, evaluated and scored by a whole experiment (all seeds and acquirers)."""
-    from active.layout import budget_schedule
-    from active.workload import acquirer_subsample, cycle_work, scored_images
+    from active.loop.run_files import budget_schedule
+    from active.loop.workload import acquirer_subsample, cycle_work, scored_images
 
     budgets = budget_schedule(cfg.budgets, cfg.initial, cfg.per_cycle, cfg.cycles)
     seeds, acquirers = len(cfg.seeds), list(cfg.acquirers)
@@ -672,7 +672,7 @@ def estimate(
     """Wall time of the experiment from the measured per-image costs on ``device``. On a real
     dataset training is also bounded by the host side of its steps (``host_side``, per core, on
     the feeder's one worker thread; ``workload.train_rate``)."""
-    from active.workload import train_rate
+    from active.loop.workload import train_rate
 
     model = str(cfg.model.name)
     work = work_of(cfg, sizes)
@@ -843,8 +843,8 @@ def run_speed(args: argparse.Namespace) -> int:
         "data_cache": data_cache,
     }
     if cfg is None and args.numerics_rounds > 0:
-        from active.bench_numerics import format_rows as numerics_table
-        from active.bench_numerics import measure
+        from active.bench.numerics import format_rows as numerics_table
+        from active.bench.numerics import measure
 
         print("portable against native CPU numerics (`alpose bench numerics` for more rounds):")
         numeric_rows = measure(models, cpu_threads, args.numerics_rounds, args.quick)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from active import stats
-from active.layout import budget_schedule
+from active.analysis import stats
+from active.loop.run_files import budget_schedule
 from hourglass.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]

@@ -223,7 +223,7 @@ def curves_png(table) -> bytes:
     import tempfile
     from pathlib import Path
 
-    from active.report import plot_curves
+    from active.analysis.tables import plot_curves
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "curves.png"

@@ -1,6 +1,6 @@
 """``alpose report RUN_DIR [--out report.html]``: one self-contained HTML page of an experiment.
 
-The page holds the ``alpose table`` results and curves, the diagnostics of :mod:`active.insight`
+The page holds the ``alpose table`` results and curves, the diagnostics of :mod:`active.analysis.report_page`
 and a gallery per acquirer; pictures are embedded, so it reads offline and prints. The CSV files
 and PNGs go to ``RUN_DIR/_diagnostics/``.
 """
@@ -12,7 +12,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from active import figures, insight
+from active.analysis import figures
+
+from active.analysis import report_page
 from hourglass.errors import AlposeError
 from hourglass.io import atomic_path
 
@@ -65,17 +67,17 @@ def run(args: argparse.Namespace) -> int:
     """Collect the diagnostics, write CSVs, PNGs and the HTML page."""
     if args.tiles < 1:
         raise AlposeError(f"--tiles must be at least 1, got {args.tiles}")
-    ins = insight.collect(
+    ins = report_page.collect(
         args.run_dir,
         seeds=parse_seeds(args.seeds),
-        cycles=insight.parse_cycles(args.cycles),
+        cycles=report_page.parse_cycles(args.cycles),
         data_dir=args.data_dir,
         device=args.device,
         rescore=not args.no_rescore,
     )
-    out_dir = insight.diag.diagnostics_dir(args.run_dir)
-    written = insight.write_csvs(ins, out_dir)
-    page, pngs = insight.build_page(ins, args.tiles)
+    out_dir = report_page.diag.diagnostics_dir(args.run_dir)
+    written = report_page.write_csvs(ins, out_dir)
+    page, pngs = report_page.build_page(ins, args.tiles)
     for name, png in pngs.items():
         with atomic_path(out_dir / "figures" / f"{name}.png") as tmp:
             tmp.write_bytes(png)

@@ -1,10 +1,10 @@
 """``alpose table RUN_DIR``: mean ± σ, paired one-tailed t-tests and learning-curve AUC of an experiment.
 
-Reads ``RUN_DIR/<acquirer>/seed_<s>/metrics.csv`` (``active/layout.py``), prints the markdown
+Reads ``RUN_DIR/<acquirer>/seed_<s>/metrics.csv`` (``active/loop/run_files.py``), prints the markdown
 table and writes ``table.md``, ``table.tex``, ``table.csv``, ``auc.csv`` and ``curves.png``
-(formats in :mod:`active.report`) into ``--out`` (default: RUN_DIR itself), and ``results.csv``:
+(formats in :mod:`active.analysis.tables`) into ``--out`` (default: RUN_DIR itself), and ``results.csv``:
 every (acquirer, seed, cycle) cell's PCKh and hashes of its picks and weights
-(:mod:`active.fingerprint`), which a rerun under portable numerics reproduces exactly.
+(:mod:`active.analysis.fingerprint`), which a rerun under portable numerics reproduces exactly.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from active import report, stats
-from active.fingerprint import fingerprint, write_csv
+from active.analysis import tables
+
+from active.analysis import stats
+from active.analysis.fingerprint import fingerprint, write_csv
 from hourglass.errors import AlposeError
 
 METRIC_FLAGS = {"standard": "pckh_standard", "paper": "pckh_paper"}
@@ -69,7 +71,7 @@ def pick_reference(acquirers: tuple[str, ...], requested: str | None) -> str:
     return requested
 
 
-def _present(info: report.ExperimentInfo, acquirers: tuple[str, ...]) -> str | None:
+def _present(info: tables.ExperimentInfo, acquirers: tuple[str, ...]) -> str | None:
     """The run config's reference when its results are there (a partial run may lack it)."""
     return info.reference if info.reference in acquirers else None
 
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise AlposeError(f"--alpha must lie strictly between 0 and 1, got {args.alpha}")
     results = stats.load_results(args.run_dir)
     cube = stats.to_cube(results, METRIC_FLAGS[args.metric])
-    info = report.read_experiment_info(args.run_dir)
+    info = tables.read_experiment_info(args.run_dir)
     reference = pick_reference(cube.acquirers, args.reference or _present(info, cube.acquirers))
     alternative = args.alternative or info.alternative or "beats-reference"
     if alternative not in stats.ALTERNATIVES:
@@ -88,11 +90,11 @@ def run(args: argparse.Namespace) -> int:
             f"table.alternative must be one of {', '.join(stats.ALTERNATIVES)}, got {alternative!r}"
         )
     cost = stats.cycle_costs(args.run_dir)
-    table = report.build_table(cube, info, reference, alternative, args.alpha, cost)
+    table = tables.build_table(cube, info, reference, alternative, args.alpha, cost)
     out = args.out or args.run_dir
-    written = report.write_reports(table, out)
+    written = tables.write_reports(table, out)
     written.append(out / "results.csv")  # per (acquirer, seed, cycle): what a rerun must match
     write_csv(fingerprint(args.run_dir), written[-1])
-    print(report.render_markdown(table), end="")
+    print(tables.render_markdown(table), end="")
     print(f"wrote {', '.join(p.name for p in written)} to {written[0].parent}", file=sys.stderr)
     return 0

@@ -1,6 +1,6 @@
 """Per-cycle diagnostics read from what ``alpose run`` stores (no model needed).
 
-From ``RUN_DIR/<acquirer>/seed_<s>/`` (``active/layout.py``): the picks of every cycle
+From ``RUN_DIR/<acquirer>/seed_<s>/`` (``active/loop/run_files.py``): the picks of every cycle
 (``selections/cycle_<c>.npy``, picked with the model of cycle c-1), ``metrics.csv`` and the seed's
 initial set (``_initial/seed_<s>/state.json``). Rows:
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from active.layout import INITIAL
+from active.loop.run_files import INITIAL
 from hourglass.errors import AlposeError
 from hourglass.io import atomic_path
 

@@ -19,14 +19,10 @@ cell's ``checkpoints/cycle_0.pt``; that pass's time counts as cycle 1's acquisit
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
-import re
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +32,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from active.acquirers.base import AcquisitionContext
 from active.acquirers.registry import inference_amp
-from active.head_pass import fit_head_frozen
-from active.layout import INITIAL, METRIC_COLUMNS, budget_schedule, joint_columns, seed_dir
-from active.tracking import NullTracker, Tracker
+from active.loop.head_training import fit_head_frozen
+from active.loop.run_files import (
+    INITIAL,
+    CellState,
+    budget_schedule,
+    checkpoint_cycle,
+    first_bad_checkpoint,
+    load_state,
+    read_picks,
+    read_rows,
+    remove_stale_temporaries,
+    save_state,
+    seed_dir,
+    warn_retraining,
+    write_rows,
+)
+from active.loop.tracking import NullTracker, Tracker
 from hourglass.datasets.cache import PoseCache
 from hourglass.device import resolve_device
 from hourglass.errors import AlposeError
 from hourglass.evaluate import headline, predict_coords, score
-from hourglass.io import atomic_path, kill_point, save_torch, sha256_file
+from hourglass.io import atomic_path, kill_point, save_torch
 from hourglass.train import AuxiliaryHead, FitResult, TrainConfig, fit
 
 # Seed-stream tags, so that the streams of one seed never collide.
@@ -98,16 +108,6 @@ class Plan:
     @property
     def cycles(self) -> int:
         return len(self.budgets)
-
-
-@dataclass
-class CellState:
-    """Resume point of one (acquirer, seed) cell, stored as ``state.json``."""
-
-    cycle: int = -1  # last finished cycle
-    labelled: list[int] = field(default_factory=list)  # labelled set for the NEXT cycle
-    acquisition_seconds: float = 0.0  # time of the selection that built ``labelled``
-    checkpoints: dict[str, str] = field(default_factory=dict)  # "checkpoints/cycle_c.pt" -> sha256
 
 
 def plan_from_config(cfg: DictConfig, pool_size: int) -> Plan:
@@ -301,10 +301,10 @@ class Experiment:
         if bad is None:
             return state
         cycle = checkpoint_cycle(bad)
-        _warn_retraining(folder / bad, cycle)
+        warn_retraining(folder / bad, cycle)
         if cycle == 0:
             return CellState()
-        picks = [_read_picks(folder, c) for c in range(1, cycle + 1)]
+        picks = [read_picks(folder, c) for c in range(1, cycle + 1)]
         initial = initial_labelled(self.initial_pool, self.plan.budgets[0], seed)
         labelled = np.unique(np.concatenate([initial, *picks]))
         row = [r for r in read_rows(folder / "metrics.csv") if int(r["cycle"]) == cycle]
@@ -373,7 +373,7 @@ class Experiment:
         if state.cycle >= 0 and bad is None:
             return
         if state.cycle >= 0:
-            _warn_retraining(folder / bad, 0)
+            warn_retraining(folder / bad, 0)
         remove_stale_temporaries(folder)
         labelled = initial_labelled(self.initial_pool, self.plan.budgets[0], seed)
         model, result, _ = self.train_cycle(
@@ -511,93 +511,3 @@ def check_picks(picks: np.ndarray, unlabelled: np.ndarray, k: int, who: str) -> 
             f"acquirer {who} returned {len(picks)} indices ({len(np.unique(picks))} distinct, "
             f"{int(np.isin(picks, unlabelled).sum())} unlabelled); it must return {k} distinct unlabelled indices"
         )
-
-
-# -- files ----------------------------------------------------------------------------------
-def load_state(folder: Path) -> CellState:
-    """The cell's resume point (a fresh state when none was written yet)."""
-    path = folder / "state.json"
-    if not path.is_file():
-        return CellState()
-    try:
-        raw = json.loads(path.read_text())
-        known = {f.name for f in dataclasses.fields(CellState)}
-        return CellState(**{k: v for k, v in raw.items() if k in known})
-    except (OSError, ValueError, TypeError, AttributeError) as err:
-        raise AlposeError(
-            f"cannot read {path} ({type(err).__name__}: {err}); move the folder {folder} "
-            "aside and rerun to redo that cell"
-        ) from None
-
-
-def save_state(folder: Path, state: CellState) -> None:
-    """Write ``state.json`` atomically: a reader sees the old state or the new one, never a mix."""
-    with atomic_path(folder / "state.json") as tmp:
-        tmp.write_text(json.dumps(vars(state), indent=2) + "\n")
-        kill_point("state")  # test-only fault injection (hourglass/io.py): the new state is unseen
-
-
-def checkpoint_cycle(name: str) -> int:
-    """The cycle of a checkpoint name such as ``checkpoints/cycle_3.pt``."""
-    match = re.search(r"cycle_(\d+)\.pt$", name)
-    if match is None:
-        raise AlposeError(f"unexpected checkpoint name {name!r} in state.json")
-    return int(match.group(1))
-
-
-def first_bad_checkpoint(folder: Path, state: CellState) -> str | None:
-    """The earliest recorded checkpoint that is missing or whose sha256 differs, else None."""
-    for name in sorted(state.checkpoints, key=checkpoint_cycle):
-        path = folder / name
-        if not path.is_file() or sha256_file(path) != state.checkpoints[name]:
-            return name
-    return None
-
-
-def _warn_retraining(path: Path, cycle: int) -> None:
-    print(
-        f"warning: {path} is missing or corrupt (its sha256 differs from state.json); "
-        f"retraining from cycle {cycle}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete the temporary files a killed atomic write left in a cell folder (``.name.*.tmp``)."""
-    for sub in (folder, folder / "checkpoints", folder / "selections"):
-        if sub.is_dir():
-            for tmp in sub.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-
-
-def _read_picks(folder: Path, cycle: int) -> np.ndarray:
-    path = folder / "selections" / f"cycle_{cycle}.npy"
-    try:
-        return np.asarray(np.load(path)["index"], np.int64)
-    except (OSError, ValueError, KeyError) as err:
-        raise AlposeError(
-            f"cannot rebuild the labelled set from {path} ({err}); move the folder {folder} "
-            "aside and rerun to redo that cell"
-        ) from None
-
-
-def write_rows(path: Path, rows: list[dict], joint_names: tuple[str, ...]) -> None:
-    """Write ``metrics.csv`` atomically (the fixed columns, then per-joint ones)."""
-    columns = [*METRIC_COLUMNS, *joint_columns(joint_names)]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
-
-
-def _fmt(value: Any) -> Any:
-    return repr(float(value)) if isinstance(value, float | np.floating) else value
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))

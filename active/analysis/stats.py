@@ -32,7 +32,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as sps
 
-from active.layout import INITIAL, METRIC_COLUMNS
+from active.loop.run_files import INITIAL, METRIC_COLUMNS
 from hourglass.errors import AlposeError
 
 Alternative = Literal["beats-reference", "reference-better"]
@@ -134,7 +134,7 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
         if missing:
             raise AlposeError(
                 f"{path} lacks column(s) {', '.join(missing)}; expected the layout of "
-                f"active/layout.py ({','.join(METRIC_COLUMNS)},...)"
+                f"active/loop/run_files.py ({','.join(METRIC_COLUMNS)},...)"
             )
         return list(reader)
 

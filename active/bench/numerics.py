@@ -2,7 +2,7 @@
 of the small and the paper model under ``portable`` against ``native`` on this CPU.
 
 The kernel limits are read when torch loads, so every (mode, round) is timed in a process of its
-own (``python -m active.bench_numerics --child``), and the modes alternate over the rounds so that
+own (``python -m active.bench.numerics --child``), and the modes alternate over the rounds so that
 the machine's drift hits both alike; the figure is the best round of each. Both modes run with the
 same thread count: the ratio is the kernels' cost alone. (Portable runs default to one thread per
 process besides; with ``jobs=N`` a machine's cores are still all used.)
@@ -18,7 +18,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from active.text_table import aligned
+from active.bench.text_table import aligned
 from hourglass import numerics
 from hourglass.errors import AlposeError
 
@@ -45,8 +45,8 @@ def _child(models: list[str], threads: int, quick: bool) -> list[dict]:
     """Time training and inference of each model in this process; rows as plain dicts."""
     import torch
 
-    from active.bench_speed import MODELS as PX
-    from active.bench_speed import bench_inference, bench_train, default_sizes, synthetic_pool
+    from active.bench.speed import MODELS as PX
+    from active.bench.speed import bench_inference, bench_train, default_sizes, synthetic_pool
 
     torch.set_num_threads(threads)
     device = torch.device("cpu")
@@ -71,7 +71,7 @@ def _env(mode: str) -> dict[str, str]:
 
 
 def _time_in_child(mode: str, models: list[str], threads: int, quick: bool) -> list[dict]:
-    cmd = [sys.executable, "-m", "active.bench_numerics", "--child", "--models", ",".join(models)]
+    cmd = [sys.executable, "-m", "active.bench.numerics", "--child", "--models", ",".join(models)]
     cmd += ["--threads", str(threads)] + (["--quick"] if quick else [])
     done = subprocess.run(cmd, env=_env(mode), capture_output=True, text=True, timeout=1800)
     if done.returncode:
@@ -167,7 +167,7 @@ def numerics_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _child_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m active.bench_numerics --child")
+    p = argparse.ArgumentParser(prog="python -m active.bench.numerics --child")
     p.add_argument("--models", default=MODELS)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true")

@@ -5,7 +5,7 @@ with the joblib launcher on one machine or the submitit launcher on SLURM. Jobs 
 its cycle 0 (``_initial/seed_<s>/``): the first job to take ``_initial/seed_<s>.lock`` trains it,
 the others wait on the lock and then find it done. A killed job drops its lock with its process.
 ``fcntl.flock`` works on local disks and on NFS v4 (Linux emulates it with POSIX locks there).
-Each job's GPU is claimed in ``active/gpu_claim.py`` (a free one, held for the whole job).
+Each job's GPU is claimed in ``active/loop/gpu_claim.py`` (a free one, held for the whole job).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from active.layout import INITIAL, seed_dir
+from active.loop.run_files import INITIAL, seed_dir
 
 TRAINED = "trained cycle 0"  # the line each training of a shared cycle 0 appends to its lock file
 
@@ -52,7 +52,7 @@ def run_initial_once(experiment: Any, seed: int) -> bool:
     The lock file keeps one ``trained cycle 0`` line (pid, host, time) per training, so a sweep can
     be checked for double work.
     """
-    from active.experiment import load_state
+    from active.loop.experiment import load_state
 
     root = Path(experiment.root)
     folder = seed_dir(root.parent, root.name, INITIAL, seed)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from active import diagnostics as diag
-from active import pool_diagnostics as pd
+from active.analysis import run_diagnostics
+from active.analysis import cell_diagnostics
 from hourglass.errors import AlposeError
 
 EGL = "egl_pp"
@@ -54,7 +54,7 @@ def top_overlap(exact: np.ndarray, approx: np.ndarray, m: int) -> float:
 
 
 def compare(
-    run: pd.OpenRun,
+    run: cell_diagnostics.OpenRun,
     acquirer: str,
     seed: int,
     cycle: int,
@@ -65,12 +65,12 @@ def compare(
 
     if rows < 2:
         raise AlposeError("--rows must be at least 2 (a rank correlation needs pairs)")
-    exact_acq = pd.build_acquirer(run, EGL, scope="all")
-    last_acq = pd.build_acquirer(run, EGL, scope="last")
-    labelled = diag.labelled_before(run.run_dir, acquirer, seed, cycle)
-    model, _, _ = pd.selecting_model(run, acquirer, seed, cycle)
-    offered, rng = pd.offered_pool(run, labelled, seed, cycle, pd.build_acquirer(run, acquirer))
-    picked = len(diag.load_selection(run.run_dir, acquirer, seed, cycle)[0])
+    exact_acq = cell_diagnostics.build_acquirer(run, EGL, scope="all")
+    last_acq = cell_diagnostics.build_acquirer(run, EGL, scope="last")
+    labelled = run_diagnostics.labelled_before(run.run_dir, acquirer, seed, cycle)
+    model, _, _ = cell_diagnostics.selecting_model(run, acquirer, seed, cycle)
+    offered, rng = cell_diagnostics.offered_pool(run, labelled, seed, cycle, cell_diagnostics.build_acquirer(run, acquirer))
+    picked = len(run_diagnostics.load_selection(run.run_dir, acquirer, seed, cycle)[0])
     pick = np.random.default_rng(seed).choice(len(offered), min(rows, len(offered)), replace=False)
     subset = np.sort(offered[pick])
     ctx = AcquisitionContext.for_training(
@@ -92,7 +92,7 @@ def compare(
         rows=subset.tolist(),
         exact=exact.tolist(),
         last=last.tolist(),
-        spearman=pd.spearman(exact, last),
+        spearman=cell_diagnostics.spearman(exact, last),
         top_share=share,
         top_overlap=top_overlap(exact, last, max(1, round(share * len(subset)))),
         top10_overlap=top_overlap(exact, last, max(1, round(0.1 * len(subset)))),
@@ -104,7 +104,7 @@ def compare(
 def default_cell(run_dir: Path, acquirer: str | None, seed: int | None, cycle: int | None):
     """(acquirer, seed, cycle): egl_pp (else random, else the first) at its smallest seed and last
     acquisition cycle unless given."""
-    from active.analyze_cli import find_checkpoint
+    from active.cli.analyze import find_checkpoint
 
     if acquirer is None:
         names = {p.name for p in Path(run_dir).iterdir() if p.is_dir()}

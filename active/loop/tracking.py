@@ -4,7 +4,7 @@ One tracker per job, i.e. per (acquirer, seed) cell (``_initial`` for a seed's s
 it runs as its own job). The wandb tracker logs every training epoch (``epoch/*``, stepped by
 ``epoch/step``), every finished cycle's metrics (``cycle/*``, stepped by ``cycle/labelled``), the
 picked indices and their scores as a ``wandb.Table`` per cycle (``selection/cycle_<c>``) and, at the
-end, the experiment's learning curves so far (``learning_curve``, drawn by ``report.plot_curves``).
+end, the experiment's learning curves so far (``learning_curve``, drawn by ``tables.plot_curves``).
 It writes offline unless ``WANDB_MODE`` (or ``logger.mode``) says otherwise; ``wandb`` is imported
 only when asked for.
 """
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from active.layout import INITIAL
+from active.loop.run_files import INITIAL
 from hourglass.errors import AlposeError
 from hourglass.train import EpochLog
 
@@ -102,7 +102,9 @@ def draw_curves(run_dir: Path, out: Path) -> bool:
     """``curves.png`` of every result under ``run_dir`` so far; False when there is none yet."""
     import warnings
 
-    from active import report, stats
+    from active.analysis import tables
+
+    from active.analysis import stats
 
     try:
         results = stats.load_results(run_dir)
@@ -112,10 +114,10 @@ def draw_curves(run_dir: Path, out: Path) -> bool:
     reference = "random" if "random" in cube.acquirers else cube.acquirers[0]
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # one seed: no spread, no test
-        table = report.build_table(
-            cube, report.read_experiment_info(run_dir), reference, "beats-reference", 0.1
+        table = tables.build_table(
+            cube, tables.read_experiment_info(run_dir), reference, "beats-reference", 0.1
         )
-        report.plot_curves(table, out)
+        tables.plot_curves(table, out)
     return True
 
 
@@ -123,7 +125,7 @@ class WandbTracker:
     """``logger=wandb``: one wandb run per job, grouped by experiment name."""
 
     def __init__(self, cfg: DictConfig, acquirer: str, seed: int, root: Path) -> None:
-        from active.experiment import read_rows
+        from active.loop.experiment import read_rows
 
         wandb = import_wandb()
         log_cfg = cfg.logger
@@ -174,7 +176,7 @@ class WandbTracker:
         self.run.log({**record, "epoch/step": self.steps, "epoch/cycle": cycle})
 
     def cycle_done(self, folder: Path, cycle: int) -> None:
-        from active.experiment import read_rows
+        from active.loop.experiment import read_rows
 
         rows = [r for r in read_rows(folder / "metrics.csv") if int(r["cycle"]) == cycle]
         if rows:

@@ -1,4 +1,4 @@
-"""``alpose train``: fit one stacked hourglass and report PCKh (a Hydra application).
+"""One ``alpose train`` job: fit a stacked hourglass, report PCKh and write the run's files.
 
 Trains on the dataset's training split, picks the best epoch on ``dataset.select_split``, prints the
 standard PCKh table of every ``dataset.report_splits`` split and writes ``metrics.json`` and the
@@ -8,42 +8,21 @@ best weights into the run directory.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+import torch
+from omegaconf import DictConfig
 
-from hourglass.errors import AlposeError
-
-
-def train_config(cfg: DictConfig):
-    """The :class:`TrainConfig` of a composed config (``train`` group plus seed and device)."""
-    from hourglass.augment import AugmentConfig
-    from hourglass.train import TrainConfig
-
-    fields = OmegaConf.to_container(cfg.train, resolve=True)
-    augment = AugmentConfig(**fields.pop("augment", {}))
-    seed = cfg.get("seed")  # null in a run config that covers every seed (the cells set theirs)
-    return TrainConfig(**fields, augment=augment, seed=int(seed or 0), device=str(cfg.device))
-
-
-def build_model(model_cfg: DictConfig, joints: int, image_size: int):
-    """A :class:`StackedHourglass` from a ``model`` config, checked against the input size."""
-    from hourglass.model import StackedHourglass
-
-    multiple = 4 * 2 ** int(model_cfg.depth)
-    if image_size % multiple:
-        raise AlposeError(
-            f"input size {image_size} px does not fit model '{model_cfg.name}' (depth "
-            f"{model_cfg.depth} needs a multiple of {multiple}); change dataset.size or model.depth"
-        )
-    return StackedHourglass(
-        stacks=int(model_cfg.stacks),
-        channels=int(model_cfg.channels),
-        depth=int(model_cfg.depth),
-        joints=joints,
-        input_skip=bool(model_cfg.input_skip),
-    )
+from hourglass.datasets.registry import load_dataset
+from hourglass.device import resolve_device
+from hourglass.environment import describe
+from hourglass.evaluate import headline, predict_coords, score
+from hourglass.factories import build_model, train_config
+from hourglass.io import save_torch, write_json
+from hourglass.metrics import format_table
+from hourglass.model import count_parameters
+from hourglass.numerics import cpu_threads
+from hourglass.train import NonFiniteLossError, fit
 
 
 def _print_epoch(total: int):
@@ -61,18 +40,6 @@ def _print_epoch(total: int):
 
 def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     """Train, evaluate and write the run's files; returns the metrics written to metrics.json."""
-    import torch
-
-    from hourglass.datasets.registry import load_dataset
-    from hourglass.device import resolve_device
-    from hourglass.environment import describe
-    from hourglass.evaluate import headline, predict_coords, score
-    from hourglass.io import save_torch, write_json
-    from hourglass.metrics import format_table
-    from hourglass.model import count_parameters
-    from hourglass.numerics import cpu_threads
-    from hourglass.train import NonFiniteLossError, fit
-
     data = load_dataset(cfg.dataset, cfg.paths.data)
     tcfg = train_config(cfg)
     if tcfg.device == "cpu" or (tcfg.device == "auto" and not torch.cuda.is_available()):
@@ -137,17 +104,3 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
         f"wrote {run_dir / 'metrics.json'}"
     )
     return metrics
-
-
-def main(argv: Sequence[str]) -> int:
-    """``alpose train [overrides]``; returns the exit status."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from hourglass.hydra_app import run_hydra
-
-    return run_hydra(
-        "train",
-        "train",
-        argv,
-        lambda cfg: run_training(cfg, Path(HydraConfig.get().runtime.output_dir)),
-    )

@@ -3,7 +3,7 @@
 ``alpose analyze learning-loss RUN_DIR`` loads a cycle's weights-only checkpoint from an
 ``alpose run`` experiment, computes the pose model's true per-sample losses on held-out images
 (the run's report split, never labelled), fits Gamma(k, Θ) with integer k by maximum likelihood
-and prints the LearningLoss++ poster's two tables (closed forms in :mod:`active.loss_gamma`).
+and prints the LearningLoss++ poster's two tables (closed forms in :mod:`active.analysis.loss_gamma`).
 With ``--k K --theta T`` no run is needed.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from active import loss_gamma
+from active.analysis import loss_gamma
 from hourglass.errors import AlposeError
 
 # analysis name -> (one-line help, function that adds its flags and returns its runner)
@@ -109,8 +109,8 @@ def find_checkpoint(
 ) -> Checkpoint:
     """The checkpoint of (acquirer, seed, cycle); defaults: random or the first, the smallest seed,
     the last finished cycle. Cycle 0 is the seed's shared initial model (``_initial``)."""
-    from active.experiment import load_state
-    from active.layout import INITIAL
+    from active.loop.experiment import load_state
+    from active.loop.run_files import INITIAL
 
     names = sorted(
         p.name for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
@@ -187,8 +187,8 @@ def load_run_model(
     weights-only checkpoint, and load the dataset the run used (``run_cli.load_data``)."""
     import torch
 
-    from active.run_cli import load_data
-    from hourglass.train_cli import build_model
+    from active.loop.runner import load_data
+    from hourglass.factories import build_model
 
     cfg = load_run_config(run_dir)
     ckpt = find_checkpoint(run_dir, acquirer, seed, cycle)
@@ -213,7 +213,7 @@ def load_run_model(
 def run_losses(args: argparse.Namespace) -> tuple[np.ndarray, str]:
     """True per-sample losses of the chosen model on held-out images, and a line describing them."""
     from hourglass.device import resolve_device
-    from hourglass.train_cli import train_config
+    from hourglass.factories import train_config
 
     run = load_run_model(args.run_dir, args.acquirer, args.seed, args.cycle, args.data_dir)
     split = args.split or str(run.cfg.protocol.report_split)
@@ -320,14 +320,14 @@ def run_egl_last(args: argparse.Namespace) -> int:
     """Exact vs last-layer EGL++ scores on one cell's offered pool: rank agreement and cost."""
     from dataclasses import asdict
 
-    from active import egl_approx
-    from active.pool_diagnostics import open_run
+    from active.analysis import egl_last_layer
+    from active.analysis.cell_diagnostics import open_run
     from hourglass.io import write_json
 
     run = open_run(args.run_dir, args.data_dir, args.device)
-    cell = egl_approx.default_cell(args.run_dir, args.acquirer, args.seed, args.cycle)
-    result = egl_approx.compare(run, *cell, rows=args.rows)
-    print(egl_approx.render(result))
+    cell = egl_last_layer.default_cell(args.run_dir, args.acquirer, args.seed, args.cycle)
+    result = egl_last_layer.compare(run, *cell, rows=args.rows)
+    print(egl_last_layer.render(result))
     if args.json is not None:
         write_json(args.json, asdict(result))
         print(f"wrote {args.json}")

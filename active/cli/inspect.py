@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from active import diagnostics as diag
-from active import pool_diagnostics as pdg
-from active.report_cli import add_common
+from active.analysis import run_diagnostics
+from active.analysis import cell_diagnostics
+from active.cli.report import add_common
 from hourglass.errors import AlposeError
 
 
@@ -42,7 +42,7 @@ def _f(x: float, digits: int = 3) -> str:
     return "–" if not np.isfinite(x) else f"{x:.{digits}f}"
 
 
-def render(cell: pdg.CellDiagnostics, run_dir: Path, families: list, top: int) -> str:
+def render(cell: cell_diagnostics.CellDiagnostics, run_dir: Path, families: list, top: int) -> str:
     """The cell's diagnostics as plain text."""
     r = cell.row
     lines = [
@@ -64,7 +64,7 @@ def render(cell: pdg.CellDiagnostics, run_dir: Path, families: list, top: int) -
         )
     timing = [
         t
-        for t in diag.timing_rows(run_dir, [r.acquirer])
+        for t in run_diagnostics.timing_rows(run_dir, [r.acquirer])
         if t.seed == r.seed and t.cycle == r.cycle
     ]
     if timing:
@@ -75,7 +75,7 @@ def render(cell: pdg.CellDiagnostics, run_dir: Path, families: list, top: int) -
         )
     overlap = [
         o
-        for o in diag.overlap_rows(run_dir)
+        for o in run_diagnostics.overlap_rows(run_dir)
         if o.seed == r.seed and o.cycle == r.cycle and r.acquirer in (o.acquirer_a, o.acquirer_b)
     ]
     if overlap:
@@ -100,7 +100,7 @@ def render(cell: pdg.CellDiagnostics, run_dir: Path, families: list, top: int) -
         ]
     gains = [
         g
-        for g in diag.joint_gain_rows(run_dir, [r.acquirer])
+        for g in run_diagnostics.joint_gain_rows(run_dir, [r.acquirer])
         if g.seed == r.seed and g.cycle == r.cycle
     ]
     if gains:
@@ -125,17 +125,17 @@ def run(args: argparse.Namespace) -> int:
         raise AlposeError(
             "--cycle: acquisition cycles start at 1 (cycle 0 is the initial set, no picks)"
         )
-    names = diag.acquirer_names(args.run_dir)
+    names = run_diagnostics.acquirer_names(args.run_dir)
     if args.acquirer not in names:
         raise AlposeError(
             f"no acquirer '{args.acquirer}' in {args.run_dir}; found: {', '.join(names) or 'none'}"
         )
-    diag.load_selection(args.run_dir, args.acquirer, args.seed, args.cycle)  # clear error if absent
-    run_ = pdg.open_run(args.run_dir, args.data_dir, args.device)
-    cell = pdg.diagnose(run_, args.acquirer, args.seed, args.cycle, not args.no_rescore)
+    run_diagnostics.load_selection(args.run_dir, args.acquirer, args.seed, args.cycle)  # clear error if absent
+    run_ = cell_diagnostics.open_run(args.run_dir, args.data_dir, args.device)
+    cell = cell_diagnostics.diagnose(run_, args.acquirer, args.seed, args.cycle, not args.no_rescore)
     families = []
     if run_.data.family is not None and run_.data.family_names:
-        families = diag.family_rows(
+        families = run_diagnostics.family_rows(
             args.run_dir, run_.data.family, run_.data.family_names, run_.pool, [args.acquirer]
         )
     print(render(cell, args.run_dir, families, args.top), end="")

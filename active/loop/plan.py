@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from active.layout import INITIAL, budget_schedule, seed_dir
-from active.workload import FEEDER_WORKERS, acquirer_subsample
+from active.loop.run_files import INITIAL, budget_schedule, seed_dir
+from active.loop.workload import FEEDER_WORKERS, acquirer_subsample
 
 # Generic bench JSON: training speed under one of these keys (images per second), most specific
 # first. `alpose bench --json` itself writes rows {what, model, device, path, images_per_s}.
@@ -66,7 +66,7 @@ class Sizes:
 
 def plan_cells(root: Path, names: list[str], seeds: list[int], cycles: int) -> list[CellPlan]:
     """Done and missing cycles of every cell (and of each seed's cycle 0) from ``state.json``."""
-    from active.experiment import load_state
+    from active.loop.experiment import load_state
 
     out = []
     for seed in seeds:
@@ -148,7 +148,7 @@ def bench_speed(path: Path, cfg: DictConfig) -> Speed | None:
     rows = data.get("rows") if isinstance(data, dict) else None
     if isinstance(rows, list) and any(isinstance(r, dict) and "what" in r for r in rows):
         device = run_device(cfg)
-        from active.bench_speed import train_path
+        from active.bench.speed import train_path
 
         source = f"alpose bench results {path}"
         speed = _rows_speed(rows, model, device, train_path(cfg, device), source)
@@ -160,9 +160,9 @@ def bench_speed(path: Path, cfg: DictConfig) -> Speed | None:
 def host_bound(speed: Speed, rows: list[dict], cfg: DictConfig, threads: int) -> Speed:
     """``speed`` with training no faster than the host side of its steps on a real dataset (the
     bench's ``host step`` rows; ``workload.train_rate``), as ``alpose bench experiment=`` does."""
-    from active.bench_speed import host_side
-    from active.bench_speed import split_sizes as sizes_of
-    from active.workload import train_rate
+    from active.bench.speed import host_side
+    from active.bench.speed import split_sizes as sizes_of
+    from active.loop.workload import train_rate
     from hourglass.errors import AlposeError
 
     try:
@@ -184,7 +184,7 @@ def host_bound(speed: Speed, rows: list[dict], cfg: DictConfig, threads: int) ->
 
 def split_sizes(cfg: DictConfig) -> Sizes | None:
     """Pool, report and selection sizes (``alpose bench``'s rule: config, cache or assumed)."""
-    from active.bench_speed import split_sizes as sizes_of
+    from active.bench.speed import split_sizes as sizes_of
     from hourglass.errors import AlposeError
 
     try:
@@ -206,7 +206,7 @@ def train_fraction(cfg: DictConfig) -> float:
 
 def measured_speed(root: Path, fraction: float) -> Speed | None:
     """Speed from this run's finished cycles (train_seconds, acquisition_seconds), or None."""
-    from active.experiment import read_rows
+    from active.loop.experiment import read_rows
 
     images = seconds = 0.0
     acquire: dict[str, list[float]] = {}
@@ -255,7 +255,7 @@ def estimate(
 ) -> Estimate:
     """Training, evaluation and acquisition left in the cycles still to run (``subsample``: the
     pool subsample each acquirer scores, :func:`active.workload.acquirer_subsample`)."""
-    from active.workload import cycle_work, scored_images
+    from active.loop.workload import cycle_work, scored_images
 
     train = infer = acquire = 0.0
     missing: set[str] = set()
