@@ -45,7 +45,7 @@ def _checked_run(cfg: DictConfig, name: str) -> None:
     """What ``alpose run`` builds from a composed config before it loads data, built here."""
     from active.acquirers.registry import build_acquirer, known_acquirers
     from active.loop.experiment import Protocol, plan_from_config
-    from active.loop.runner import acquirer_configs
+    from active.loop.run_config import acquirer_configs
     from hourglass.factories import build_model, train_config
 
     unknown = sorted(set(map(str, cfg.acquirers)) - set(known_acquirers()))
@@ -74,7 +74,9 @@ def test_acquirer_config_builds_through_the_registry(name, protocol):
     from active.acquirers.registry import acquirer_config, build_acquirer
 
     cfg = composed("run", [f"acquirer={name}", f"protocol={protocol}"])
-    assert cfg.acquirer.name == name, f"configs/acquirer/{name}.yaml names itself {cfg.acquirer.name}"
+    assert cfg.acquirer.name == name, (
+        f"configs/acquirer/{name}.yaml names itself {cfg.acquirer.name}"
+    )
     acquirer = build_acquirer(cfg.acquirer)  # the `alpose run acquirer=<name>` path
     assert callable(acquirer.select)
     if "anchor_bugs" in cfg.acquirer:  # auto: the anchor's behaviour under protocol=paper only
