@@ -89,7 +89,7 @@ def describe(numerics: str, threads: int, device: str) -> dict:
 
     ``device`` is the one the run computes on (``cpu``, ``cuda:0``); a GPU is named by its model.
     """
-    import torch
+    import torch  # heavy: `alpose status` reads stored environments without loading torch
 
     if device.startswith("cuda") and torch.cuda.is_available():
         device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"

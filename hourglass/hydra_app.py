@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+import hydra
 from omegaconf import DictConfig
 
 from hourglass import numerics
@@ -22,8 +23,6 @@ def run_hydra(
     line (2 for an :class:`AlposeError` or an unknown override, 1 for anything unexpected, also
     when Hydra itself fails, e.g. on an unwritable run folder); ``--help`` exits as Hydra says.
     """
-    import hydra
-
     status, caller = 0, os.getpid()
 
     @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")

@@ -69,7 +69,7 @@ def write_json(path: str | Path, payload: Any) -> None:
 
 def save_torch(path: str | Path, obj: Any) -> str:
     """``torch.save`` atomically (load it back with ``weights_only=True``); returns the sha256."""
-    import torch
+    import torch  # heavy: caches and JSON are written without torch (`alpose evaluate`, `prepare`)
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a Python file: a full disk raises OSError, not RuntimeError

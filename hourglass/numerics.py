@@ -20,6 +20,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from hourglass.errors import AlposeError
+
 MODES = ("portable", "native")
 DEFAULT = "portable"
 MODE_ENV = (
@@ -51,8 +53,6 @@ _LOADED_BEFORE = ("torch", "numpy", "cv2")  # libraries that have read their var
 
 def check_mode(mode: object) -> str:
     """``mode`` if it is ``portable`` or ``native``; otherwise an error that lists both."""
-    from hourglass.errors import AlposeError
-
     if mode not in MODES:
         raise AlposeError(
             f"numerics={mode!r} is not known; use numerics=portable or numerics=native"

@@ -18,7 +18,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import h5py
 import numpy as np
+from scipy.io import loadmat
 
 from hourglass.datasets.cache import open_for_reading
 from hourglass.errors import AlposeError
@@ -47,8 +49,6 @@ def _require_file(path: Path, what: str) -> None:
 
 def _is_hdf5(path: Path) -> bool:
     """True for HDF5 containers, which includes MATLAB v7.3 .mat files."""
-    import h5py
-
     try:
         return bool(h5py.is_hdf5(path))
     except OSError:
@@ -63,8 +63,6 @@ def _is_matlab73(path: Path) -> bool:
 
 def _read_hdf5(path: Path, reverse_axes: bool) -> dict[str, np.ndarray]:
     """Root-level numeric datasets; ``reverse_axes`` undoes h5py's view of MATLAB v7.3 arrays."""
-    import h5py
-
     out: dict[str, np.ndarray] = {}
     with open_for_reading(path) as f:
         for name, item in f.items():
@@ -76,8 +74,6 @@ def _read_hdf5(path: Path, reverse_axes: bool) -> dict[str, np.ndarray]:
 
 def _read_matv5(path: Path) -> dict[str, np.ndarray]:
     """Variables of a MAT v4-v7 file (scipy), without the ``__header__``-style entries."""
-    from scipy.io import loadmat
-
     return {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
 
 
@@ -222,7 +218,11 @@ def _mismatch(
 
 
 def score_mpii(
-    gt_arrays: tuple, pred: np.ndarray, files: tuple[Path, Path], convention: str, threshold: float | None
+    gt_arrays: tuple,
+    pred: np.ndarray,
+    files: tuple[Path, Path],
+    convention: str,
+    threshold: float | None,
 ) -> PCKResult:
     """PCKh of MPII predictions (N,16,2) against (gt, scored, head_boxes) from read_mpii_gt."""
     gt, scored, head_boxes = gt_arrays
@@ -239,7 +239,11 @@ def score_mpii(
 
 
 def score_lsp(
-    gt: np.ndarray, pred: np.ndarray, files: tuple[Path, Path], convention: str, threshold: float | None
+    gt: np.ndarray,
+    pred: np.ndarray,
+    files: tuple[Path, Path],
+    convention: str,
+    threshold: float | None,
 ) -> PCKResult:
     """PCK of LSP predictions against gt (N,14,2); 1000 predictions vs 2000 GT = the test split."""
     note = None

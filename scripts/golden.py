@@ -20,26 +20,29 @@ from hourglass import numerics
 
 numerics.apply("portable")  # before torch loads
 
+import torch  # noqa: E402
+
+from active.analysis.fingerprint import (  # noqa: E402
+    fingerprint,
+    first_difference,
+    read_csv,
+    write_csv,
+)
+from active.cli.main import main as alpose  # noqa: E402
+
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden" / "smoke.csv"
 OVERRIDES = ["experiment=smoke", "jobs=1", "progress=false"]  # the golden run's command line
 
 
 def run_smoke(folder: Path) -> list[dict[str, str]]:
     """Run the smoke experiment under ``folder`` and return its fingerprint."""
-    from active.cli import main
-    from active.analysis.fingerprint import fingerprint
-
-    status = main(["run", *OVERRIDES, f"paths.runs={folder}/runs", f"paths.data={folder}/data"])
+    status = alpose(["run", *OVERRIDES, f"paths.runs={folder}/runs", f"paths.data={folder}/data"])
     if status:
         raise SystemExit(f"the smoke experiment failed (exit {status})")
     return fingerprint(folder / "runs" / "smoke")
 
 
 def main(argv: list[str]) -> int:
-    import torch
-
-    from active.analysis.fingerprint import first_difference, read_csv, write_csv
-
     with tempfile.TemporaryDirectory(prefix="alpose-golden-") as folder:
         rows = run_smoke(Path(folder))
     if argv == ["--check"]:

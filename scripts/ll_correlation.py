@@ -17,22 +17,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import dataclasses  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from active.acquirers.learning_loss import LearningLossAcquirer, true_and_predicted_losses  # noqa: E402
+from active.loop.runner import load_data  # noqa: E402
+from hourglass.config import config_dir  # noqa: E402
+from hourglass.device import resolve_device  # noqa: E402
+from hourglass.factories import build_model, train_config  # noqa: E402
+from hourglass.train import fit  # noqa: E402
+
 
 def main() -> None:
-    import dataclasses
-
-    import numpy as np
-    import torch
-    from hydra import compose, initialize_config_dir
-    from scipy.stats import spearmanr
-
-    from active.acquirers.learning_loss import LearningLossAcquirer, true_and_predicted_losses
-    from active.loop.runner import load_data
-    from hourglass.config import config_dir
-    from hourglass.device import resolve_device
-    from hourglass.train import fit
-    from hourglass.factories import build_model, train_config
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=20)

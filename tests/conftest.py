@@ -32,7 +32,7 @@ def refdata() -> Path:
 @pytest.fixture
 def cli(capsys):
     """Run ``alpose ARGS`` in-process; returns (exit status, stdout, stderr)."""
-    from active.cli import main
+    from active.cli.main import main
 
     def run(*args: str) -> tuple[int, str, str]:
         status = main([str(a) for a in args])

@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from active.acquirers.aleatoric import aleatoric_nll
 from active.acquirers.base import AcquisitionContext, Inference, keeps_anchor_bugs, top_k
+from active.acquirers.heads import build_head
 from active.acquirers.learning_loss import margin_ranking_loss, normalised_loss, pair_kl_loss
 from active.acquirers.multipeak import multipeak_entropy
 from active.acquirers.peaks import local_peaks
@@ -22,7 +23,6 @@ from active.acquirers.vl4pose import (
     skeleton_links,
     tree_log_likelihood,
 )
-from active.acquirers.heads import build_head
 from hourglass.model import StackedHourglass
 
 LN2 = math.log(2.0)

@@ -139,7 +139,7 @@ def tiny_run(tiny_data_dir, tmp_path_factory):
     The anchor's MSE loss (peak 30) gives per-image losses that vary even for a barely trained
     net, so a Gamma fits after one epoch.
     """
-    from active.cli import main
+    from active.cli.main import main
 
     runs = tmp_path_factory.mktemp("runs")
     extra = ["acquirers=[random]", "seeds=[0]", "cycles=1", "epochs_first=1"]
@@ -171,9 +171,9 @@ def test_cli_on_a_finished_run_fits_k_and_theta_and_prints_both_tables(cli, tiny
 def test_true_losses_average_to_trainings_selection_loss(tiny_run):
     import torch
 
-    from active.cli.analyze import load_run_model, true_losses
-    from hourglass.train import selection_metrics
+    from active.analysis.run_models import load_run_model, true_losses
     from hourglass.factories import train_config
+    from hourglass.train import selection_metrics
 
     run = load_run_model(tiny_run, cycle=1)
     tcfg = train_config(run.cfg)

@@ -8,17 +8,15 @@ import h5py
 import numpy as np
 import pytest
 
-from active.bench import speed as bench_speed
 from active.bench.speed import (
     SpeedRow,
     build_margin_cache,
     compose,
-    estimate,
     link_baselines,
     margin_cache,
-    work_of,
 )
-from active.loop.workload import train_rate
+from active.bench.speed_report import estimate, format_estimate
+from active.loop.workload import split_sizes, train_rate, work_of
 from hourglass.datasets import cache as cache_mod
 from hourglass.datasets import crops
 from hourglass.datasets.cache import load_cache
@@ -148,7 +146,7 @@ def paper_rows(lazy=50.0, memory=400.0):
 
 def test_a_real_dataset_trains_no_faster_than_its_host_side(monkeypatch, tmp_path):
     cfg = compose("run", ["experiment=mpii_paper", f"paths.data={tmp_path}"])
-    sizes, source = bench_speed.split_sizes(cfg)
+    sizes, source = split_sizes(cfg)
     monkeypatch.setattr(cache_mod, "available_memory", lambda: 10**12)  # room for the images
     # the feeder builds batches in one worker thread: one core's host rate, whatever the threads
     est = estimate(cfg, paper_rows(), "cuda", sizes, source, threads=2)
@@ -160,7 +158,7 @@ def test_a_real_dataset_trains_no_faster_than_its_host_side(monkeypatch, tmp_pat
     monkeypatch.setattr(cache_mod, "available_memory", lambda: 10**9)  # 6 GB will not fit
     est = estimate(cfg, paper_rows(), "cuda", sizes, source, threads=2)
     assert est["train_images_per_s"] == 50.0 and est["host_reads"].startswith("lazy")
-    assert "bounded by the host data path" in bench_speed.format_estimate(est)
+    assert "bounded by the host data path" in format_estimate(est)
 
     fast = estimate(cfg, paper_rows(10**5, 10**5), "cuda", sizes, source, threads=2)
     assert fast["train_images_per_s"] == 1000.0 and fast["train_bound"] == "training step"

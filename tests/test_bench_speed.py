@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from active.bench.speed import SpeedRow, compose, estimate, link_baselines, work_of
+from active.bench.speed import SpeedRow, compose, link_baselines
+from active.bench.speed_report import estimate
+from active.loop.workload import work_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -111,7 +113,7 @@ def test_experiment_estimate_counts_budgets_epochs_seeds_and_acquirers():
 
 
 def test_mpii_paper_estimate_uses_the_paper_model_and_assumed_splits_without_a_cache(tmp_path):
-    from active.bench.speed import split_sizes
+    from active.loop.workload import split_sizes
 
     cfg = compose("run", ["experiment=mpii_paper", f"paths.data={tmp_path}"])
     sizes, source = split_sizes(cfg)

@@ -129,14 +129,14 @@ def test_processes_loading_at_once_split_the_memory_rule(path, monkeypatch, caps
 def test_a_run_counts_the_processes_that_hold_the_dataset(monkeypatch):
     from omegaconf import OmegaConf
 
-    from active.loop import runner as run_cli
+    from active.loop import runner
     from active.loop.sweep import SweepJob
 
-    monkeypatch.setattr(run_cli, "sweep_job", lambda: None)
-    assert run_cli.memory_sharers(OmegaConf.create({"jobs": 1})) == 1
-    assert run_cli.memory_sharers(OmegaConf.create({"jobs": 3})) == 4  # 3 workers + the parent
-    monkeypatch.setattr(run_cli, "sweep_job", lambda: SweepJob(num=0, parallel=4))
-    assert run_cli.memory_sharers(OmegaConf.create({"jobs": 1})) == 4
+    monkeypatch.setattr(runner, "sweep_job", lambda: None)
+    assert runner.memory_sharers(OmegaConf.create({"jobs": 1})) == 1
+    assert runner.memory_sharers(OmegaConf.create({"jobs": 3})) == 4  # 3 workers + the parent
+    monkeypatch.setattr(runner, "sweep_job", lambda: SweepJob(num=0, parallel=4))
+    assert runner.memory_sharers(OmegaConf.create({"jobs": 1})) == 4
 
 
 def test_caches_are_opened_without_hdf5_file_locking(path, monkeypatch):

@@ -44,7 +44,7 @@ def test_run_composes_with_no_overrides():
 def _checked_run(cfg: DictConfig, name: str) -> None:
     """What ``alpose run`` builds from a composed config before it loads data, built here."""
     from active.acquirers.registry import build_acquirer, known_acquirers
-    from active.loop.experiment import Protocol, plan_from_config
+    from active.loop.experiment import TrainingProtocol, plan_from_config
     from active.loop.run_config import acquirer_configs
     from hourglass.factories import build_model, train_config
 
@@ -53,7 +53,7 @@ def _checked_run(cfg: DictConfig, name: str) -> None:
     for acquirer_name, node in acquirer_configs(cfg).items():
         acquirer = build_acquirer(node)
         assert callable(acquirer.select), acquirer_name
-    Protocol(**OmegaConf.to_container(cfg.protocol))
+    TrainingProtocol(**OmegaConf.to_container(cfg.protocol))
     plan = plan_from_config(cfg, pool_size=10**9)
     assert plan.cycles >= 1 and plan.epochs_first >= 1
     train_config(cfg if cfg.get("seed") is not None else OmegaConf.merge(cfg, {"seed": 0}))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from active.cli.evaluate import read_predictions, read_variables
 from hourglass.metrics import mpii_pckh
+from hourglass.prediction_files import read_predictions, read_variables
 
 PARTS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")
 MPII_GT = "bearpaw-pytorch-pose/detections_our_format.mat"

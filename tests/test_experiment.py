@@ -41,7 +41,7 @@ def run_in_process(runs, data, *extra) -> None:
     (``threads=1`` would otherwise hold for the rest of the session)."""
     import torch
 
-    from active.cli import main
+    from active.cli.main import main
 
     threads = torch.get_num_threads()
     try:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from active.cli.evaluate import read_lsp_gt, read_mpii_gt, read_predictions, read_variables
 from hourglass.metrics import (
     PAPER_MPII_THRESHOLD,
     format_table,
@@ -17,6 +16,7 @@ from hourglass.metrics import (
     mpii_pckh,
     normalised_distances,
 )
+from hourglass.prediction_files import read_lsp_gt, read_mpii_gt, read_predictions, read_variables
 
 MPII_GT = "bearpaw-pytorch-pose/detections_our_format.mat"
 LSP_DIR = "farrajota-human-pose-benchmark"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from active.loop.runner import ADDED_DEFAULTS, config_differences
+from active.loop.run_config import ADDED_DEFAULTS, config_differences
 
 
 def stored_and_new():
@@ -38,7 +38,7 @@ def test_acquirer_settings_override_one_named_acquirer_only():
     from omegaconf import OmegaConf
 
     from active.acquirers.registry import build_acquirer
-    from active.loop.runner import acquirer_configs
+    from active.loop.run_config import acquirer_configs
 
     cfg = OmegaConf.create(
         {

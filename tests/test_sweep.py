@@ -16,9 +16,14 @@ import pytest
 from conftest import REPO
 
 import active.loop.experiment  # noqa: F401  (imported before the forks below, not in each of them)
-from active.loop import gpu_claim
-from active.loop import runner as run_cli
-from active.loop.sweep import TRAINED, SweepJob, initial_lock_path, run_initial_once, threads_per_job
+from active.loop import gpu_claim, runner
+from active.loop.sweep import (
+    TRAINED,
+    SweepJob,
+    initial_lock_path,
+    run_initial_once,
+    threads_per_job,
+)
 
 # A smaller smoke: 2 cycles (24 then 36 labelled), 1 epoch each.
 FAST = ["experiment=smoke", "progress=false", "cycles=1", "epochs_first=1"]
@@ -151,9 +156,9 @@ def two_fake_gpus(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_claim, "visible_gpu_count", lambda: 2)
     log: list = []
     monkeypatch.setattr(
-        run_cli,
+        runner,
         "build_experiment",
-        lambda cfg: (_DeviceRecorder(cfg, lock_dir, log), run_cli.acquirer_configs(cfg)),
+        lambda cfg: (_DeviceRecorder(cfg, lock_dir, log), runner.acquirer_configs(cfg)),
     )
     overrides = ["experiment=smoke", "acquirers=[random]", "seeds=[0]", "progress=false"]
     cfg = compose("run", [*overrides, f"paths.runs={tmp_path}"])
@@ -172,10 +177,10 @@ def _hold(path: Path):
 
 def test_a_sweep_job_runs_on_a_free_gpu_held_for_the_whole_job(two_fake_gpus, monkeypatch):
     lock_dir, log, cfg = two_fake_gpus
-    monkeypatch.setattr(run_cli, "sweep_job", lambda: SweepJob(num=5, parallel=2))
+    monkeypatch.setattr(runner, "sweep_job", lambda: SweepJob(num=5, parallel=2))
     names = gpu_claim.slot_names(2)
     with _hold(lock_dir / names[1]):  # GPU 1 (= job 5 % 2 GPUs) is busy with another job
-        run_cli.run_experiment(cfg)
+        runner.run_experiment(cfg)
     assert log == [("random", 0, "cuda:0", names)]  # on the free GPU, held while it ran
     assert _held_slots(lock_dir) == []  # released with the job
 
@@ -183,10 +188,10 @@ def test_a_sweep_job_runs_on_a_free_gpu_held_for_the_whole_job(two_fake_gpus, mo
 def test_jobs_n_workers_each_claim_a_free_gpu_per_task(two_fake_gpus):
     lock_dir, log, cfg = two_fake_gpus
     names = gpu_claim.slot_names(2)
-    cfg_yaml = run_cli.OmegaConf.to_yaml(cfg, resolve=True)
+    cfg_yaml = runner.OmegaConf.to_yaml(cfg, resolve=True)
     with _hold(lock_dir / names[0]):  # GPU 0 busy with another worker's task
-        assert run_cli._worker(cfg_yaml, ("random", 0), 1) == ("random", 0)
-    assert run_cli._worker(cfg_yaml, ("random", 0), 1) == ("random", 0)
+        assert runner._worker(cfg_yaml, ("random", 0), 1) == ("random", 0)
+    assert runner._worker(cfg_yaml, ("random", 0), 1) == ("random", 0)
     assert log == [("random", 0, "cuda:1", names), ("random", 0, "cuda:0", [names[0]])]
     assert _held_slots(lock_dir) == []
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -31,9 +31,7 @@ from hourglass.datasets.cache import PoseCache
 from hourglass.evaluate import iterate_outputs
 from hourglass.losses import LossKind, to_heatmaps
 from hourglass.model import PoseOutput
-
-if TYPE_CHECKING:
-    from hourglass.train import AuxiliaryHead
+from hourglass.train import AuxiliaryHead
 
 
 @dataclass

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from active.acquirers.base import AcquisitionContext, top_k
+from active.acquirers.egl import MAX_IMAGES_PER_BATCH, probe_sizes
 from active.acquirers.egl_grads import Scope, sq_grad_norms_of_cotangents
 from active.acquirers.heads import build_head
 from hourglass.datasets.cache import PoseCache
@@ -231,8 +232,6 @@ class EGLEnsembleAcquirer(_EnsembleAcquirer):
 
     def scores(self, ctx: AcquisitionContext, pool: np.ndarray) -> np.ndarray:
         """Closed-form expected squared gradient length of each pool row."""
-        from active.acquirers.egl import MAX_IMAGES_PER_BATCH, probe_sizes
-
         _, largest = probe_sizes(ctx)
         pairs = self.grad_batch or int(self.grad_memory_mb * 2**20 / 4 / largest)
         parts = []

@@ -35,6 +35,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call, vjp, vmap
 
 from hourglass.losses import LossKind
 
@@ -452,8 +453,6 @@ def _vmap_norms(
     model: nn.Module, images: Tensor, cotangents: Callable[[Tensor], Tensor], include_bn: bool
 ) -> Tensor:
     """torch.func fallback: per image, one forward (vjp) and the K cotangents through vmap."""
-    from torch.func import functional_call, vjp, vmap
-
     chosen = {id(p) for p in grad_parameters(model, include_bn)}
     named = dict(model.named_parameters())
     picked = {n: p.detach() for n, p in named.items() if id(p) in chosen}

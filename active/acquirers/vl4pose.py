@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from active.acquirers.aleatoric import argmax_xy
 from active.acquirers.base import AcquisitionContext, RankingAcquirer, keeps_anchor_bugs
-from active.acquirers.peaks import local_peaks, peak_probabilities
 from active.acquirers.heads import HeadKind, build_head
+from active.acquirers.peaks import local_peaks, peak_probabilities
 from hourglass.datasets.cache import PoseCache
 from hourglass.errors import AlposeError
 from hourglass.joints import skeleton_links as joint_links

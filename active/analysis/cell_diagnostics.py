@@ -25,9 +25,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from omegaconf import OmegaConf
+from scipy.stats import spearmanr
 
+from active.acquirers.base import AcquisitionContext
+from active.acquirers.registry import acquirer_config, inference_amp
+from active.acquirers.registry import build_acquirer as build
 from active.analysis import run_diagnostics
+from active.analysis.run_models import find_checkpoint, load_run_config
+from active.loop.experiment import has_aux_head, pool_subsample_of
+from active.loop.experiment import offered_pool as runner_pool
+from active.loop.runner import load_data
+from hourglass.device import resolve_device
 from hourglass.errors import AlposeError
+from hourglass.evaluate import decode_coords, iterate_outputs
+from hourglass.factories import build_model, train_config
+from hourglass.metrics import normalised_distances
 
 ROLES = ("labelled", "selected", "unlabelled")
 
@@ -61,11 +75,6 @@ class OpenRun:
 
 def open_run(run_dir: Path, data_dir: str | Path | None = None, device: str = "auto") -> OpenRun:
     """Load an ``alpose run`` experiment's config and dataset (``run_cli.load_data``)."""
-    from active.cli.analyze import load_run_config
-    from active.loop.runner import load_data
-    from hourglass.device import resolve_device
-    from hourglass.factories import train_config
-
     cfg = load_run_config(Path(run_dir))
     if data_dir:
         cfg.paths.data = str(data_dir)
@@ -80,8 +89,6 @@ def open_run(run_dir: Path, data_dir: str | Path | None = None, device: str = "a
 
 def per_sample_error(data: Any, rows: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """(N,) mean over scored joints (visibility >= 0) of |pred - gt| / normaliser."""
-    from hourglass.metrics import normalised_distances
-
     d = normalised_distances(coords, data.joints[rows], data.normaliser[rows])
     scored = data.visibility[rows] >= 0
     with np.errstate(invalid="ignore"):
@@ -90,16 +97,11 @@ def per_sample_error(data: Any, rows: np.ndarray, coords: np.ndarray) -> np.ndar
 
 
 def _state(path: Path) -> dict:
-    import torch
-
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def selecting_model(run: OpenRun, acquirer: str, seed: int, cycle: int):
     """(model, checkpoint path, aux head states or None) that picked cycle ``cycle``'s rows."""
-    from active.cli.analyze import find_checkpoint
-    from hourglass.factories import build_model
-
     if cycle < 1:
         raise AlposeError(f"cycle {cycle} has no picks; acquisition cycles start at 1")
     ckpt = find_checkpoint(run.run_dir, acquirer, seed, cycle - 1)
@@ -112,8 +114,6 @@ def selecting_model(run: OpenRun, acquirer: str, seed: int, cycle: int):
 
 def pool_pass(run: OpenRun, model: Any, key: str) -> PoolPass:
     """Predicted joints, true errors and embeddings of every training row (cached by ``key``)."""
-    from hourglass.evaluate import decode_coords, iterate_outputs
-
     if key in run.passes:
         return run.passes[key]
     rows = np.sort(run.pool)
@@ -139,9 +139,6 @@ def offered_pool(
     run: OpenRun, labelled: np.ndarray, seed: int, cycle: int, acquirer: Any = None
 ) -> tuple[np.ndarray, np.random.Generator]:
     """The unlabelled rows the acquirer was offered and its rng, as ``Experiment.acquire`` made them."""
-    from active.loop.experiment import offered_pool as runner_pool
-    from active.loop.experiment import pool_subsample_of
-
     sub = pool_subsample_of(acquirer, run.cfg.get("pool_subsample"))
     return runner_pool(run.pool, labelled, seed, cycle, sub)
 
@@ -149,11 +146,6 @@ def offered_pool(
 def build_acquirer(run: OpenRun, name: str, **overrides: Any) -> Any:
     """The acquirer object as the run configured it (``acquirer_configs`` in config.yaml; the
     registry's config when the run has none), with ``overrides`` on top."""
-    from omegaconf import OmegaConf
-
-    from active.acquirers.registry import acquirer_config
-    from active.acquirers.registry import build_acquirer as build
-
     stored = run.cfg.get("acquirer_configs") or {}
     node = stored.get(name)
     node = node if node is not None else acquirer_config(name)
@@ -176,10 +168,6 @@ def rescore(
     seed: int,
 ) -> np.ndarray | None:
     """The acquirer's own scores of every offered row (None when it does not rank rows)."""
-    from active.acquirers.base import AcquisitionContext
-    from active.acquirers.registry import inference_amp
-    from active.loop.experiment import has_aux_head
-
     if not callable(getattr(acquirer, "scores", None)):
         return None
     head = None
@@ -207,8 +195,6 @@ def rescore(
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman ρ over the finite pairs (nan with fewer than 3 or a constant side)."""
-    from scipy.stats import spearmanr
-
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
@@ -337,7 +323,9 @@ def diagnose(
     is_offered = np.zeros(len(p.rows), bool)
     is_offered[pos] = True
     e_off, e_pick = p.error[pos], p.error[pick_pos]
-    timing = {r.cycle: r for r in run_diagnostics.timing_rows(run.run_dir, [acquirer]) if r.seed == seed}
+    timing = {
+        r.cycle: r for r in run_diagnostics.timing_rows(run.run_dir, [acquirer]) if r.seed == seed
+    }
     row = ScoreRow(
         acquirer=acquirer,
         seed=seed,

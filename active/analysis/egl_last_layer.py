@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from active.analysis import run_diagnostics
-from active.analysis import cell_diagnostics
+from active.acquirers.base import AcquisitionContext
+from active.analysis import cell_diagnostics, run_diagnostics
+from active.analysis.run_models import find_checkpoint
 from hourglass.errors import AlposeError
 
 EGL = "egl_pp"
@@ -61,15 +62,15 @@ def compare(
     rows: int,
 ) -> ApproxComparison:
     """Score ``rows`` rows of cell (acquirer, seed, cycle)'s offered pool both ways."""
-    from active.acquirers.base import AcquisitionContext
-
     if rows < 2:
         raise AlposeError("--rows must be at least 2 (a rank correlation needs pairs)")
     exact_acq = cell_diagnostics.build_acquirer(run, EGL, scope="all")
     last_acq = cell_diagnostics.build_acquirer(run, EGL, scope="last")
     labelled = run_diagnostics.labelled_before(run.run_dir, acquirer, seed, cycle)
     model, _, _ = cell_diagnostics.selecting_model(run, acquirer, seed, cycle)
-    offered, rng = cell_diagnostics.offered_pool(run, labelled, seed, cycle, cell_diagnostics.build_acquirer(run, acquirer))
+    offered, rng = cell_diagnostics.offered_pool(
+        run, labelled, seed, cycle, cell_diagnostics.build_acquirer(run, acquirer)
+    )
     picked = len(run_diagnostics.load_selection(run.run_dir, acquirer, seed, cycle)[0])
     pick = np.random.default_rng(seed).choice(len(offered), min(rows, len(offered)), replace=False)
     subset = np.sort(offered[pick])
@@ -104,8 +105,6 @@ def compare(
 def default_cell(run_dir: Path, acquirer: str | None, seed: int | None, cycle: int | None):
     """(acquirer, seed, cycle): egl_pp (else random, else the first) at its smallest seed and last
     acquisition cycle unless given."""
-    from active.cli.analyze import find_checkpoint
-
     if acquirer is None:
         names = {p.name for p in Path(run_dir).iterdir() if p.is_dir()}
         acquirer = EGL if EGL in names else ("random" if "random" in names else None)

@@ -8,12 +8,18 @@ pixel (x, y) lands at ``origins[i] + ((x, y) + 0.5) * scale - 0.5``. True skelet
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
+from active.analysis.tables import plot_curves
+from hourglass.datasets.views import model_images
 from hourglass.preview import draw_skeleton
 
 TRUE_COLOUR = (0, 230, 0)  # RGB green
@@ -53,8 +59,6 @@ def _text(img: np.ndarray, text: str, x: int, y: int, scale: float = 0.4) -> Non
 
 def render_gallery(data, groups: Sequence[GalleryGroup], tile: int = 144, cols: int = 6) -> Gallery:
     """Tiles of model crops with predicted and true skeletons, one labelled band per group."""
-    from hourglass.datasets.views import model_images
-
     size = data.image_size
     scale = max(1, round(tile / size))
     side = size * scale
@@ -100,9 +104,6 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 # -- matplotlib -------------------------------------------------------------------------------
 def _figure(w: float = 5.5, h: float = 4.0):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(w, h), dpi=110)
     FigureCanvasAgg(fig)
     return fig
@@ -220,11 +221,6 @@ def joint_gain_heatmap(
 
 def curves_png(table) -> bytes:
     """The learning curves of ``alpose table`` (``report.plot_curves``) as PNG bytes."""
-    import tempfile
-    from pathlib import Path
-
-    from active.analysis.tables import plot_curves
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "curves.png"
         plot_curves(table, path)

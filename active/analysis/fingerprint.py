@@ -13,8 +13,10 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from active.loop.run_files import INITIAL
+from hourglass.io import atomic_path
 
 # metrics.csv columns that are numbers of the model (not timings), compared exactly
 NUMBER_COLUMNS = ("labelled", "pckh_standard", "pckh_paper", "best_epoch")
@@ -23,8 +25,6 @@ NUMBER_COLUMNS = ("labelled", "pckh_standard", "pckh_paper", "best_epoch")
 def weights_hash(path: Path) -> str:
     """SHA-256 (first 16 hex digits) of a checkpoint's tensors in key order, so that the zip
     container's own bytes (names, alignment) do not count."""
-    import torch
-
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("model", state)
     digest = hashlib.sha256()
@@ -97,8 +97,6 @@ def first_difference(
 
 def write_csv(rows: list[dict[str, str]], path: Path) -> None:
     """Write a fingerprint as CSV (atomically)."""
-    from hourglass.io import atomic_path
-
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["acquirer"])
         writer.writeheader()

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from active.analysis import run_diagnostics
-from active.analysis import figures
-from active.analysis import html_page
-from active.analysis import cell_diagnostics
+from active.analysis import cell_diagnostics, figures, html_page, run_diagnostics, stats, tables
+from active.analysis.tables import METRIC_FLAGS, pick_reference
 from hourglass.errors import AlposeError
 
 
@@ -63,10 +61,6 @@ def parse_cycles(text: str | None) -> str | list[int]:
 
 def results_table(run_dir: Path, metric: str = "standard", reference: str | None = None):
     """The ``alpose table`` statistics of the run (tables.Table)."""
-    from active.analysis import tables
-    from active.analysis import stats
-    from active.cli.table import METRIC_FLAGS, pick_reference
-
     cube = stats.to_cube(stats.load_results(run_dir), METRIC_FLAGS[metric])
     ref = pick_reference(cube.acquirers, reference)
     info = tables.read_experiment_info(run_dir)
@@ -141,7 +135,9 @@ def write_csvs(ins: Insight, out_dir: Path) -> list[Path]:
 
 
 # -- pictures ---------------------------------------------------------------------------------
-def cell_gallery(run: cell_diagnostics.OpenRun, cell: cell_diagnostics.CellDiagnostics, n: int = 6) -> figures.Gallery:
+def cell_gallery(
+    run: cell_diagnostics.OpenRun, cell: cell_diagnostics.CellDiagnostics, n: int = 6
+) -> figures.Gallery:
     """Top-``n`` picks by the acquirer's priority, and the ``n`` lowest-priority rows of the offered
     pool (lowest picks when the pool was not re-scored), with predicted and true skeletons."""
     order = np.argsort(-cell.pick_priority, kind="stable")
@@ -204,8 +200,6 @@ def family_shares(ins: Insight) -> tuple[dict[str, np.ndarray], list[str]]:
 
 # -- the page ---------------------------------------------------------------------------------
 def _results_section(ins: Insight, pngs: dict[str, bytes]) -> html_page.Section:
-    from active.analysis import tables
-
     sec = html_page.Section("Results", "results")
     t = ins.table
     if t is None:
@@ -224,7 +218,9 @@ def _results_section(ins: Insight, pngs: dict[str, bytes]) -> html_page.Section:
         )
     )
     sec.add(
-        "<ol class='note'>" + "".join(f"<li>{html_page.esc(x)}</li>" for x in tables.footnote(t)) + "</ol>"
+        "<ol class='note'>"
+        + "".join(f"<li>{html_page.esc(x)}</li>" for x in tables.footnote(t))
+        + "</ol>"
     )
     pngs["curves"] = figures.curves_png(t)
     sec.add(html_page.figure(pngs["curves"], "Learning curves: mean ± σ over seeds per acquirer."))
@@ -301,7 +297,9 @@ def _overlap_section(ins: Insight, pngs: dict[str, bytes]) -> html_page.Section:
             if cycle is not None
             else "Jaccard of picks, all cycles",
         )
-        sec.add(html_page.figure(pngs[key], f"Mean Jaccard overlap of the picks over seeds, {label}."))
+        sec.add(
+            html_page.figure(pngs[key], f"Mean Jaccard overlap of the picks over seeds, {label}.")
+        )
     return sec
 
 
@@ -336,7 +334,9 @@ def _family_section(ins: Insight, pngs: dict[str, bytes]) -> html_page.Section |
         )
     )
     header = ["acquirer", *fams]
-    return sec.add(html_page.table(header, [[a, *(float(v) for v in s)] for a, s in shares.items()]))
+    return sec.add(
+        html_page.table(header, [[a, *(float(v) for v in s)] for a, s in shares.items()])
+    )
 
 
 def _timing_section(ins: Insight) -> html_page.Section:
@@ -376,7 +376,9 @@ def _cell_sections(ins: Insight, pngs: dict[str, bytes], tiles: int) -> list[htm
             )
             sec.add(html_page.figure(pngs[f"scatter_{tag}"], "Priority against true error."))
             sec.add(
-                html_page.figure(pngs[f"pca_{tag}"], "Pooled embeddings of the training split, 2D PCA.")
+                html_page.figure(
+                    pngs[f"pca_{tag}"], "Pooled embeddings of the training split, 2D PCA."
+                )
             )
         out.append(sec)
     return out
@@ -384,8 +386,6 @@ def _cell_sections(ins: Insight, pngs: dict[str, bytes], tiles: int) -> list[htm
 
 def build_page(ins: Insight, tiles: int = 6) -> tuple[str, dict[str, bytes]]:
     """The HTML page and every picture in it (name -> PNG bytes)."""
-    from active.analysis import tables
-
     pngs: dict[str, bytes] = {}
     info = tables.read_experiment_info(ins.run_dir)
     sections = [

@@ -22,14 +22,23 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
 from active.analysis import stats
 from active.loop.run_files import budget_schedule
+from hourglass.errors import AlposeError
 from hourglass.io import atomic_path
+
+# `alpose table --metric` name -> metrics.csv column; the reference when none is named.
+METRIC_FLAGS = {"standard": "pckh_standard", "paper": "pckh_paper"}
+DEFAULT_REFERENCE = "random"
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_TABLES = REPO / "results" / "paper_tables.csv"
@@ -95,8 +104,6 @@ class ExperimentInfo:
 
 def _select(cfg, keys: tuple[str, ...]):
     """First of ``keys`` present in ``cfg`` (dotted paths), resolved; None when none is."""
-    from omegaconf import OmegaConf
-
     for key in keys:
         value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
         if value is not None:
@@ -142,13 +149,10 @@ def read_experiment_info(run_dir: str | Path) -> ExperimentInfo:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return ExperimentInfo(name)
-    from omegaconf import OmegaConf
 
     try:
         cfg = OmegaConf.load(path)
     except Exception as err:  # a broken config must not hide the results
-        from hourglass.errors import AlposeError
-
         raise AlposeError(f"cannot read {path}: {err}") from err
     dataset, protocol = _select(cfg, ("dataset.name",)), _select(cfg, ("protocol.name",))
     return ExperimentInfo(
@@ -543,9 +547,6 @@ def write_text(path: Path, text: str) -> None:
 
 def plot_curves(table: Table, path: Path) -> None:
     """``curves.png``: mean ± σ band per acquirer over the budget, reference dashed, paper dots."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -607,3 +608,29 @@ def write_reports(table: Table, out_dir: str | Path) -> list[Path]:
         write_text(out_dir / name, text)
     plot_curves(table, out_dir / "curves.png")
     return [out_dir / name for name in [*files, "curves.png"]]
+
+
+def pick_reference(acquirers: tuple[str, ...], requested: str | None) -> str:
+    """The requested reference, else random, else the first acquirer; AlposeError if unknown."""
+    if requested is None:
+        return DEFAULT_REFERENCE if DEFAULT_REFERENCE in acquirers else acquirers[0]
+    if requested not in acquirers:
+        raise AlposeError(
+            f"unknown reference acquirer '{requested}'; acquirers found: {', '.join(acquirers)}"
+        )
+    return requested
+
+
+def draw_run_curves(run_dir: Path, out: Path) -> bool:
+    """``curves.png`` of every result under ``run_dir`` so far; False when there is none yet."""
+    try:
+        results = stats.load_results(run_dir)
+    except AlposeError:
+        return False
+    cube = stats.to_cube(results, "pckh_standard")
+    reference = "random" if "random" in cube.acquirers else cube.acquirers[0]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # one seed: no spread, no test
+        table = build_table(cube, read_experiment_info(run_dir), reference, "beats-reference", 0.1)
+        plot_curves(table, out)
+    return True

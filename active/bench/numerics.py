@@ -18,9 +18,14 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
+from active.bench.speed import MODELS as PX
+from active.bench.speed import bench_inference, bench_train, default_sizes, synthetic_pool
 from active.bench.text_table import aligned
 from hourglass import numerics
 from hourglass.errors import AlposeError
+from hourglass.io import write_json
 
 MODELS = "hourglass_small,hourglass_paper"
 
@@ -43,11 +48,6 @@ class NumericsRow:
 
 def _child(models: list[str], threads: int, quick: bool) -> list[dict]:
     """Time training and inference of each model in this process; rows as plain dicts."""
-    import torch
-
-    from active.bench.speed import MODELS as PX
-    from active.bench.speed import bench_inference, bench_train, default_sizes, synthetic_pool
-
     torch.set_num_threads(threads)
     device = torch.device("cpu")
     rows = []
@@ -133,8 +133,6 @@ def format_rows(rows: list[NumericsRow]) -> str:
 
 def run_numerics(args: argparse.Namespace) -> int:
     """``alpose bench numerics``."""
-    from hourglass.io import write_json
-
     if args.rounds < 1:
         raise AlposeError("--rounds must be at least 1")
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -151,19 +149,6 @@ def run_numerics(args: argparse.Namespace) -> int:
     if args.json:
         write_json(Path(args.json), {"bench": "numerics", "rows": [asdict(r) for r in rows]})
     return 0
-
-
-def numerics_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", default=MODELS, help="configs/model names, comma-separated")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads in both modes (default: every core)",
-    )
-    p.add_argument("--rounds", type=int, default=2, help="alternating native/portable rounds")
-    p.add_argument("--quick", action="store_true", help="one small batch per model (tests)")
-    p.add_argument("--json", default=None, metavar="OUT", help="also write the rows as JSON")
 
 
 def _child_main(argv: list[str]) -> int:

@@ -1,5 +1,5 @@
-"""``alpose bench`` (no name): training, inference, acquisition and data-path speed, and the wall
-time of a whole experiment (``alpose bench experiment=mpii_paper``).
+"""Speed rows of ``alpose bench``: training, inference, acquisition and data-path images per second
+(the report and the whole-experiment estimate: :mod:`active.bench.speed_report`).
 
 Every figure is images per second measured here on a small synthetic pool with random weights:
 training (``train.time_training``: fit's step incl. the data path), inference
@@ -20,36 +20,54 @@ machine is idle: the load average is printed and stored.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
-from active.bench.text_table import aligned
-from hourglass import numerics
+from active.acquirers.base import AcquisitionContext
+from active.acquirers.registry import build_acquirer
+from active.loop.workload import STORE_SIDE
+from hourglass.augment import PoseAugmenter
+from hourglass.augment_batch import BatchAugmenter, device_batch
+from hourglass.config import config_dir
+from hourglass.datasets import crops
+from hourglass.datasets.cache import (
+    LazyImages,
+    gather_rows,
+    image_filters,
+    load_cache,
+    open_for_reading,
+    write_fields,
+)
+from hourglass.datasets.real_cache import finish_cache
+from hourglass.datasets.records import PersonTable
+from hourglass.datasets.registry import synthetic_identity
+from hourglass.datasets.synthetic import SyntheticConfig, render_split
+from hourglass.datasets.synthetic_cache import build_synthetic_cache
+from hourglass.datasets.views import cut_plan, model_batch, target_joints
 from hourglass.errors import AlposeError
-from hourglass.io import write_json
+from hourglass.evaluate import images_to_tensor, iterate_outputs
+from hourglass.factories import build_model, train_config
+from hourglass.io import atomic_path
+from hourglass.joints import MPII_JOINTS
+from hourglass.train import time_training
 
 MODELS = {  # configs/model name -> (input px, configs/train name)
     "hourglass_small": (64, "cpu_small"),
     "hourglass_paper": (256, "paper"),
 }
-# Persons per split when an experiment's real cache is not prepared yet (marked "assumed"):
-# Newell's MPII split (annot/train.h5, valid.h5) and LSP (1000 train + LSPET 10000, 1000 test).
-ASSUMED_SPLITS = {
-    "mpii": {"train": 22246, "val": 2958},
-    "lsp": {"train": 11000, "test": 1000},
-}
-
-
 # Per-target gradient norms (~0.5 s per pool image for the small model on one loaded core):
 # fewer pool images on the CPU; the figure is per image either way.
 SLOW_ON_CPU = ("egl_pp", "egl_ensemble")
@@ -120,12 +138,6 @@ def _sync(device: torch.device) -> None:
 
 def compose(config: str, overrides: list[str]):
     """A composed Hydra config of ``configs/<config>.yaml`` with ``overrides``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from hourglass.config import config_dir
-
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(config_dir()), version_base=None):
@@ -138,9 +150,6 @@ def compose(config: str, overrides: list[str]):
 
 def synthetic_pool(px: int, n: int, seed: int = 0):
     """A small synthetic :class:`PoseCache` of ``n`` training and 8 validation crops at ``px``."""
-    from hourglass.datasets.registry import synthetic_identity
-    from hourglass.datasets.synthetic_cache import build_synthetic_cache
-
     identity = synthetic_identity(
         {"name": "synthetic", "size": px, "seed": seed, "splits": {"train": n, "val": 8}}
     )
@@ -164,8 +173,6 @@ def _train_cfg(name: str):
 
 def model_and_config(name: str, device: torch.device):
     """(a fresh model with random weights, its TrainConfig) for ``configs/model/<name>``."""
-    from hourglass.factories import build_model, train_config
-
     cfg = _train_cfg(name)
     tcfg = replace(train_config(cfg), device=str(device))
     torch.manual_seed(0)
@@ -182,8 +189,6 @@ def _row(what, model, px, device, path, images, seconds) -> SpeedRow:
 
 def bench_train(name, data, device, sizes, path) -> SpeedRow:
     """fit's training step on ``device`` with the ``path`` data path."""
-    from hourglass.train import time_training
-
     model, cfg = model_and_config(name, device)
     cfg = replace(cfg, batch_size=sizes.train_batch, augment=replace(cfg.augment, path=path))
     warmup = 0 if device.type == "cpu" and data.image_size > 64 else 1  # seconds per step anyway
@@ -194,8 +199,6 @@ def bench_train(name, data, device, sizes, path) -> SpeedRow:
 
 def bench_inference(name, data, device, sizes) -> SpeedRow:
     """Batched evaluation forward passes (``iterate_outputs``, no flip)."""
-    from hourglass.evaluate import iterate_outputs
-
     model, _ = model_and_config(name, device)
     model.to(device).eval()
     idx = np.resize(data.indices("train"), sizes.infer_images)
@@ -212,11 +215,6 @@ def bench_inference(name, data, device, sizes) -> SpeedRow:
 
 def bench_data_path(data, device, sizes, path, model: str) -> SpeedRow:
     """Augmented model-input batches per second (CPU rows on one thread: per core)."""
-    from hourglass.augment import PoseAugmenter
-    from hourglass.augment_batch import BatchAugmenter, device_batch
-    from hourglass.datasets.views import model_batch
-    from hourglass.evaluate import images_to_tensor
-
     cfg = model_and_config(model, device)[1].augment
     batch = 32
     idx = np.resize(data.indices("train"), sizes.data_images)
@@ -240,7 +238,6 @@ def bench_data_path(data, device, sizes, path, model: str) -> SpeedRow:
 
 
 # -- the real data path: an MPII-size cache of stored windows ---------------------------------
-STORE_SIDE = 293  # configs/dataset/mpii.yaml store_size: the stored window side
 INPUT_SIDE = 256  # the paper model's input
 PHOTO_SIDE = 512  # synthetic "photos" the stored windows are cut from
 # The person's extent as a fraction of the photo: its 2 x extent stored window lies mostly inside
@@ -275,16 +272,6 @@ def build_margin_cache(
     (their compressed chunks copied as they are). Images (rows, 293, 293, 3) uint8, one chunk per
     row, stored as ``compression`` (``cache.IMAGE_STORAGE``: checksum as caches are written now,
     lzf as older versions wrote them, or none)."""
-    import h5py
-
-    from hourglass.datasets import crops
-    from hourglass.datasets.cache import image_filters, write_fields
-    from hourglass.datasets.real_cache import finish_cache
-    from hourglass.datasets.records import PersonTable
-    from hourglass.datasets.synthetic import SyntheticConfig, render_split
-    from hourglass.io import atomic_path
-    from hourglass.joints import MPII_JOINTS
-
     distinct = max(1, min(distinct, rows))
     lo, hi = PHOTO_EXTENT
     gen = SyntheticConfig(size=PHOTO_SIDE, extent_min=lo, extent_max=hi)
@@ -338,8 +325,6 @@ def margin_cache(
     folder: Path, rows: int, distinct: int, compression: str, log=print
 ) -> tuple[Path, float | None]:
     """(the bench cache, seconds it took to build; None when an existing one was reused)."""
-    from hourglass.datasets.cache import open_for_reading
-
     path = margin_cache_path(folder, rows, distinct, compression)
     if path.is_file():
         try:
@@ -375,8 +360,6 @@ def _fancy_read(ds, idx: np.ndarray) -> np.ndarray:
 def bench_cache_reads(path: Path, images: np.ndarray, batches: int) -> list[SpeedRow]:
     """Rows/s of random batches of 16 rows: per-row lazy reads (``LazyImages.read_into``), the
     in-memory array (``images``) and the old fancy-indexed read, each into one output buffer."""
-    from hourglass.datasets.cache import LazyImages, gather_rows, open_for_reading
-
     cpu = torch.device("cpu")
     lazy = LazyImages(path)
     plain = open_for_reading(path)["images"]
@@ -397,12 +380,6 @@ def bench_host_step(data, steps: int, path: str, seed: int = 0) -> SpeedRow:
     (``views.cut_plan``: scale, flip and jitter draws, affine maps, joints), the rows read into
     one pinned buffer (plain memory on a CPU-only torch), the warp's output-to-stored maps and
     the targets' head-top pull. The warp, flip and heatmaps run on the device and are not counted."""
-    from hourglass.augment_batch import BatchAugmenter
-    from hourglass.datasets import crops
-    from hourglass.datasets.cache import gather_rows
-    from hourglass.datasets.views import cut_plan, target_joints
-    from hourglass.factories import train_config
-
     aug = BatchAugmenter(train_config(_train_cfg("hourglass_paper")).augment)
     aug.reseed(seed)
     shape = (READ_BATCH, *data.images.shape[1:])
@@ -435,8 +412,6 @@ def run_data_path(
 ) -> tuple[list[SpeedRow], dict[str, Any]]:
     """The data-path rows on the bench's MPII-size margin cache (built or reused), one thread;
     and a description of the cache for the JSON."""
-    from hourglass.datasets.cache import load_cache
-
     distinct = QUICK_DISTINCT if quick else DISTINCT
     path, built = margin_cache(folder, rows, distinct, compression, log)
     log(f"  data path on {path.name} ...")
@@ -468,8 +443,6 @@ def run_data_path(
 
 def acquisition_context(model, data, labelled, unlabelled, device, tcfg, aux=None):
     """The context ``Experiment.acquire`` builds (standard protocol, no progress bar)."""
-    from active.acquirers.base import AcquisitionContext
-
     rng = np.random.default_rng([0, 17, 1])
     return AcquisitionContext.for_training(
         model.eval(), data, labelled, unlabelled, rng, device, tcfg, aux
@@ -478,8 +451,6 @@ def acquisition_context(model, data, labelled, unlabelled, device, tcfg, aux=Non
 
 def bench_acquirer(acq_name, name, data, device, sizes) -> SpeedRow:
     """``select`` over a pool of ``sizes.pool`` images with ``sizes.labelled`` labelled ones."""
-    from active.acquirers.registry import build_acquirer
-
     acquirer = build_acquirer(acq_name)
     model, tcfg = model_and_config(name, device)
     rows = data.indices("train")
@@ -572,347 +543,4 @@ def run_model(name, devices, acquirers, cpu_threads, quick=False, log=print) -> 
 
 
 # -- the whole-experiment estimate ------------------------------------------------------------
-def split_sizes(cfg) -> tuple[dict[str, int], str]:
-    """Persons per split of an experiment's dataset: config (synthetic), the prepared cache, or
-    the assumed published counts; and where they came from."""
-    from hourglass.datasets.registry import cache_path
-
-    if cfg.dataset.name == "synthetic":
-        return {k: int(v) for k, v in cfg.dataset.splits.items()}, "config"
-    try:
-        path = cache_path(cfg.dataset, cfg.paths.data)
-    except Exception:  # noqa: BLE001 - an unprepared or unknown cache: fall back below
-        path = None
-    if path is not None and Path(path).is_file():
-        from hourglass.datasets.cache import SPLIT_NAMES, open_for_reading
-
-        with open_for_reading(path) as f:
-            counts = np.bincount(f["split"][()], minlength=len(SPLIT_NAMES))
-        return {n: int(c) for n, c in zip(SPLIT_NAMES, counts, strict=False)}, str(path)
-    family = "lsp" if cfg.dataset.name.startswith("lsp") else cfg.dataset.name
-    if family in ASSUMED_SPLITS:
-        return dict(ASSUMED_SPLITS[family]), "assumed (no cache prepared)"
-    raise AlposeError(
-        f"no split sizes for dataset {cfg.dataset.name}: prepare it first (`alpose prepare ...`)"
-    )
-
-
-def work_of(cfg, sizes: dict[str, int]) -> dict[str, Any]:
-    """Images trained, evaluated and scored by a whole experiment (all seeds and acquirers)."""
-    from active.loop.run_files import budget_schedule
-    from active.loop.workload import acquirer_subsample, cycle_work, scored_images
-
-    budgets = budget_schedule(cfg.budgets, cfg.initial, cfg.per_cycle, cfg.cycles)
-    seeds, acquirers = len(cfg.seeds), list(cfg.acquirers)
-    p = cfg.protocol
-    holdout = p.selection == "holdout"
-    fraction = 1.0 - float(p.holdout_fraction) if holdout else 1.0
-    report = sizes.get(str(p.report_split), 0)
-    select_split = 0 if holdout else sizes.get(str(p.selection), 0)
-    pool = sizes.get("train", 0)
-
-    train0, infer0 = cycle_work(budgets[0], int(cfg.epochs_first), fraction, select_split, report)
-    train, infer = seeds * train0, seeds * infer0
-    for b in budgets[1:]:
-        t, i = cycle_work(b, int(cfg.epochs_later), fraction, select_split, report)
-        train += seeds * len(acquirers) * t
-        infer += seeds * len(acquirers) * i
-
-    def scored(sub: int | None) -> int:
-        return seeds * sum(scored_images(pool, b, sub) for b in budgets[:-1])
-
-    return {
-        "budgets": budgets,
-        "seeds": seeds,
-        "acquirers": acquirers,
-        "train_images": train,
-        "inference_images": infer,
-        "scored_images_per_acquirer": scored(cfg.get("pool_subsample")),
-        "scored_images": {a: scored(acquirer_subsample(cfg, a)) for a in acquirers},
-    }
-
-
-def train_path(cfg, device: str) -> str:
-    """The bench row's augmentation path of a run on ``device``: ``batch`` on CUDA; on the CPU
-    ``train.augment.path`` (``auto`` = ``sample`` there)."""
-    if device == "cuda":
-        return "batch"
-    path = str(cfg.train.augment.get("path", "sample"))
-    return "sample" if path == "auto" else path
-
-
-def host_side(cfg, rows: list[dict], sizes: dict[str, int]) -> tuple[float, str, str] | None:
-    """(host-side images/s per core of a training step, ``lazy`` or ``memory``, why) for an
-    experiment on a real (margin) dataset, from the bench's ``host step`` rows: the in-memory row
-    when ``dataset.in_memory`` (null: the memory rule of ``cache.memory_choice`` on this machine)
-    keeps the images in RAM, else the lazy row. None for the synthetic set or without the rows."""
-    from hourglass.datasets.cache import memory_choice
-
-    if str(cfg.dataset.name) == "synthetic":
-        return None
-    side = int(cfg.dataset.get("store_size") or STORE_SIDE)
-    nbytes = sum(int(v) for v in sizes.values()) * side * side * 3
-    setting = cfg.dataset.get("in_memory")
-    keep, why = memory_choice(nbytes, None if setting is None else bool(setting))
-    path = "memory" if keep else "lazy"
-    for r in rows:
-        if r.get("what") == "host step" and r.get("path") == path and r.get("images_per_s"):
-            return float(r["images_per_s"]), path, why
-    return None
-
-
-def estimate(
-    cfg,
-    rows: list[SpeedRow],
-    device: str,
-    sizes: dict[str, int],
-    source: str,
-    threads: int = 1,
-) -> dict:
-    """Wall time of the experiment from the measured per-image costs on ``device``. On a real
-    dataset training is also bounded by the host side of its steps (``host_side``, per core, on
-    the feeder's one worker thread; ``workload.train_rate``)."""
-    from active.loop.workload import train_rate
-
-    model = str(cfg.model.name)
-    work = work_of(cfg, sizes)
-    path = train_path(cfg, device)
-    find = {r.key: r for r in rows}
-    step = find[f"train|{model}|{device}|{path}"].images_per_s
-    host = host_side(cfg, [asdict(r) for r in rows], sizes)
-    train = train_rate(step, host[0] if host else None)  # one feeder thread builds the batches
-    infer = find[f"inference|{model}|{device}|-"].images_per_s
-    seconds = {
-        "train": work["train_images"] / train,
-        "inference": work["inference_images"] / infer,
-    }
-    for a in work["acquirers"]:
-        r = find.get(f"acquire {a}|{model}|{device}|-")
-        if r is not None:
-            seconds[f"acquire {a}"] = work["scored_images"][a] / r.images_per_s
-    total = sum(seconds.values())
-    return {
-        "experiment": str(cfg.name),
-        "model": model,
-        "device": device,
-        "train_path": path,
-        "splits": sizes,
-        "splits_from": source,
-        **work,
-        "train_images_per_s": train,
-        "train_step_images_per_s": step,
-        "host_images_per_s_per_core": host[0] if host else None,
-        "host_reads": host[1] if host else None,  # memory | lazy (dataset.in_memory's rule)
-        "host_reads_why": host[2] if host else None,
-        "threads": threads,
-        "train_bound": "host data path" if train < step else "training step",
-        "inference_images_per_s": infer,
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "total_hours": round(total / 3600, 2),
-        "note": "ignores cycle-0 auxiliary-head passes and process start-up; one process",
-    }
-
-
 # -- output -----------------------------------------------------------------------------------
-def format_table(rows: list[SpeedRow]) -> str:
-    """A plain-text table of the rows."""
-    head = ["what", "model", "px", "device", "path", "images", "img/s", "vs", "ratio"]
-    lines = [head]
-    for r in rows:
-        dev = f"cpu x{r.threads}" if r.device == "cpu" else r.device
-        lines.append(
-            [
-                r.what,
-                r.model.replace("hourglass_", ""),
-                str(r.px),
-                dev,
-                r.path,
-                str(r.images),
-                f"{r.images_per_s:,.1f}" if r.images_per_s >= 10 else f"{r.images_per_s:.3g}",
-                r.baseline or "-",
-                f"{r.ratio:.2f}x" if r.ratio is not None else "-",
-            ]
-        )
-    return aligned(lines, left=2)
-
-
-def format_estimate(est: dict) -> str:
-    parts = ", ".join(f"{k} {v / 3600:.2f} h" for k, v in est["seconds"].items())
-    return (
-        f"experiment {est['experiment']}: {est['seeds']} seeds x {len(est['acquirers'])} acquirers, "
-        f"budgets {est['budgets']}; {est['train_images']:,.0f} training images, "
-        f"{est['inference_images']:,.0f} evaluated, {est['scored_images_per_acquirer']:,.0f} scored "
-        f"per acquirer (splits: {est['splits_from']})\n"
-        f"estimated wall time on {est['device']} ({est['model']}, {est['train_path']} path): "
-        f"{est['total_hours']:.2f} h  [{parts}]" + _host_note(est)
-    )
-
-
-def _host_note(est: dict) -> str:
-    host = est.get("host_images_per_s_per_core")
-    if not host:
-        return ""
-    return (
-        f"\ntraining at {est['train_images_per_s']:,.1f} img/s, bounded by the "
-        f"{est['train_bound']} (step {est['train_step_images_per_s']:,.1f} img/s; host side "
-        f"{host:,.0f} img/s per core x {est['threads']}, {est['host_reads']} reads: "
-        f"{est['host_reads_why']})"
-    )
-
-
-def run_speed(args: argparse.Namespace) -> int:
-    """``alpose bench [experiment=NAME] [--json OUT]``."""
-    overrides = [o for o in args.overrides if o]
-    bad = [o for o in overrides if not o.startswith("experiment=")]
-    if bad:
-        raise AlposeError(f"unknown bench argument(s) {bad}; use experiment=NAME or a bench name")
-    cpu_threads = args.threads or min(2, os.cpu_count() or 1)
-    devices = [torch.device("cpu")]
-    if args.device in ("auto", "cuda") and torch.cuda.is_available():
-        devices.append(torch.device("cuda"))
-    elif args.device == "cuda":
-        raise AlposeError("--device cuda asked for, but no CUDA device is available")
-    cfg = None
-    if overrides:
-        cfg = compose("run", overrides)
-        models = [str(cfg.model.name)]
-        from omegaconf import open_dict
-
-        with open_dict(cfg):
-            if cfg.get("seed") is not None:  # `alpose run seed=S` runs that seed alone
-                cfg.seeds = [int(cfg.seed)]
-            cfg.seed = int(cfg.get("seed") or 0)
-        EXPERIMENT_CONFIGS[models[0]] = cfg
-        acquirers = list(cfg.acquirers)
-    else:
-        models = args.models.split(",")
-        acquirers = args.acquirers.split(",") if args.acquirers else []
-    load_before = os.getloadavg()[0]
-    print(
-        f"alpose bench: models {models}, devices {[d.type for d in devices]}, CPU threads "
-        f"{cpu_threads}, numerics {numerics.active()} ({torch.backends.cpu.get_cpu_capability()} kernels)"
-    )
-    rows: list[SpeedRow] = []
-    for name in models:
-        if name not in MODELS and cfg is None:
-            raise AlposeError(f"unknown model {name}; known: {', '.join(MODELS)}")
-        acq = acquirers
-        if cfg is None and args.acquirers is None:
-            acq = default_acquirers(name, args.quick)
-        rows += run_model(
-            name, devices, acq, cpu_threads, args.quick, log=lambda m: print(m, flush=True)
-        )
-    data_cache = None
-    data_rows = args.data_rows
-    if data_rows is None:  # an experiment on the synthetic set reads no margin cache
-        synthetic = cfg is not None and str(cfg.dataset.name) == "synthetic"
-        data_rows = 0 if synthetic else QUICK_DATA_ROWS if args.quick else DATA_ROWS
-    if data_rows > 0:
-        folder = Path(args.data_cache) if args.data_cache else default_data_cache()
-        more, data_cache = run_data_path(
-            folder, data_rows, args.data_compression, args.quick, log=lambda m: print(m, flush=True)
-        )
-        rows += more
-    link_baselines(rows)
-    print(format_table(rows))
-    load_after = os.getloadavg()[0]
-    print(
-        f"load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores; "
-        "data path, cache read and host step rows use one thread (per core); ratio = img/s "
-        "over the 'vs' row's img/s"
-    )
-    if data_cache is not None:
-        built = data_cache["build_seconds"]
-        print(
-            f"cache read / host step: {data_cache['rows']} rows of {STORE_SIDE} px "
-            f"({data_cache['image_gb']:.2f} GB of images, {data_cache['file_gb']:.2f} GB on disk, "
-            f"{data_cache['compression']}; "
-            + (f"built in {built:.0f} s" if built is not None else "reused")
-            + f"; in-memory load {data_cache['in_memory_load_seconds']:.1f} s); cache read "
-            "img/s = rows/s of random batches of 16 (fancy: the old h5py fancy-indexed read); "
-            "host step = cut plan + rows into a pinned buffer, no warp or targets (device work)"
-        )
-    payload: dict[str, Any] = {
-        "bench": "speed",
-        "cpu_threads": cpu_threads,
-        "cores": os.cpu_count(),
-        "load_before": round(load_before, 2),
-        "load_after": round(load_after, 2),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "rows": [asdict(r) for r in rows],
-        "data_cache": data_cache,
-    }
-    if cfg is None and args.numerics_rounds > 0:
-        from active.bench.numerics import format_rows as numerics_table
-        from active.bench.numerics import measure
-
-        print("portable against native CPU numerics (`alpose bench numerics` for more rounds):")
-        numeric_rows = measure(models, cpu_threads, args.numerics_rounds, args.quick)
-        print(numerics_table(numeric_rows))
-        payload["numerics"] = [asdict(r) for r in numeric_rows]
-    if cfg is not None:
-        sizes, source = split_sizes(cfg)
-        ests = [estimate(cfg, rows, d.type, sizes, source, cpu_threads) for d in devices]
-        for e in ests:
-            print(format_estimate(e))
-        payload["estimate"] = ests
-    if args.json:
-        write_json(Path(args.json), payload)
-        print(f"wrote {args.json}")
-    return 0
-
-
-def default_acquirers(model: str, quick: bool) -> list[str]:
-    """Every shipped acquirer on the small model; on the paper model (slow on a CPU) the cheap
-    ones unless a GPU is present."""
-    from active.acquirers.registry import known_acquirers
-
-    names = known_acquirers()
-    if quick:
-        return ["random", "coreset"]
-    if model == "hourglass_small" or torch.cuda.is_available():
-        return names
-    return [n for n in names if n in ("random", "coreset", "multipeak", "learning_loss")]
-
-
-def speed_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("overrides", nargs="*", help="experiment=NAME: also estimate its wall time")
-    p.add_argument(
-        "--models", default="hourglass_small,hourglass_paper", help="configs/model names"
-    )
-    p.add_argument(
-        "--acquirers",
-        default=None,
-        help="configs/acquirer names, comma-separated (default: all on the small model)",
-    )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 2)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
-    p.add_argument(
-        "--numerics-rounds",
-        type=int,
-        default=1,
-        help="rounds of the portable-against-native CPU timing, each mode in its own process "
-        "(0 = skip it)",
-    )
-    p.add_argument(
-        "--data-rows",
-        type=int,
-        default=None,
-        help=f"rows of the MPII-size bench cache for the cache read and host step rows "
-        f"(default {DATA_ROWS:,}, --quick {QUICK_DATA_ROWS}; 0 = skip them)",
-    )
-    p.add_argument(
-        "--data-cache",
-        default=None,
-        metavar="DIR",
-        help="folder of the bench cache, reused when present (default ~/.cache/alpose/bench)",
-    )
-    p.add_argument(
-        "--data-compression",
-        default="checksum",
-        choices=["checksum", "lzf", "none"],
-        help="how the bench cache stores images: checksum (uncompressed + Fletcher-32, as caches "
-        "are written now), lzf (as older versions wrote them), none",
-    )
-    p.add_argument("--json", default=None, metavar="OUT", help="also write the rows as JSON")

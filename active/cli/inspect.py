@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from active.analysis import run_diagnostics
-from active.analysis import cell_diagnostics
-from active.cli.report import add_common
+from active.analysis import cell_diagnostics, run_diagnostics
+from active.cli.options import add_pool_pass_flags
 from hourglass.errors import AlposeError
 
 
@@ -34,7 +33,7 @@ def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], 
         help="acquisition cycle (>= 1: its picks were chosen with cycle C-1's model)",
     )
     parser.add_argument("--top", type=int, default=10, help="picks listed (default 10)")
-    add_common(parser)
+    add_pool_pass_flags(parser)
     return run
 
 
@@ -130,9 +129,13 @@ def run(args: argparse.Namespace) -> int:
         raise AlposeError(
             f"no acquirer '{args.acquirer}' in {args.run_dir}; found: {', '.join(names) or 'none'}"
         )
-    run_diagnostics.load_selection(args.run_dir, args.acquirer, args.seed, args.cycle)  # clear error if absent
+    run_diagnostics.load_selection(
+        args.run_dir, args.acquirer, args.seed, args.cycle
+    )  # clear error if absent
     run_ = cell_diagnostics.open_run(args.run_dir, args.data_dir, args.device)
-    cell = cell_diagnostics.diagnose(run_, args.acquirer, args.seed, args.cycle, not args.no_rescore)
+    cell = cell_diagnostics.diagnose(
+        run_, args.acquirer, args.seed, args.cycle, not args.no_rescore
+    )
     families = []
     if run_.data.family is not None and run_.data.family_names:
         families = run_diagnostics.family_rows(

@@ -10,14 +10,16 @@ line says what to do), 1 for anything unexpected. ``alpose --verbose <command> .
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from hourglass import numerics
 from hourglass.errors import VERBOSE_ENV, report
 
-# name -> (one-line help, module path, function name). Modules are imported lazily so that
-# `alpose evaluate` does not pay for importing torch.
+# name -> (one-line help, module path, function name). Each command module is imported only when
+# its command runs, after the numerics limits are set (`alpose evaluate` never loads torch).
 ARGPARSE_COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": (
         "score a prediction file against MPII/LSP ground truth",
@@ -63,7 +65,7 @@ ARGPARSE_COMMANDS: dict[str, tuple[str, str, str]] = {
 HYDRA_COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": (
         "run an active-learning experiment (Hydra: experiment=quickstart, acquirers=[...], seeds=[...])",
-        "active.loop.runner",
+        "active.cli.run",
         "main",
     ),
     "train": (
@@ -75,8 +77,6 @@ HYDRA_COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def _load(module: str, attr: str) -> Callable:
-    import importlib
-
     return getattr(importlib.import_module(module), attr)
 
 
@@ -91,8 +91,6 @@ def _usage() -> str:
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 
@@ -101,8 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch ``alpose <command> ...``; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     while argv and argv[0] in {"-v", "--verbose"}:
-        import os
-
         os.environ[VERBOSE_ENV] = "1"  # also seen by worker processes
         argv = argv[1:]
     if not argv or argv[0] in {"-h", "--help", "help"}:

@@ -14,8 +14,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
+from hourglass.config import load_group
+from hourglass.datasets.cache import load_cache
+from hourglass.datasets.lsp import to_mpii_order
+from hourglass.datasets.real import prepare, resolve
+from hourglass.datasets.registry import cache_path, load_dataset
+from hourglass.datasets.synthetic_cache import write_synthetic_cache
+from hourglass.datasets.views import model_batch
 from hourglass.errors import AlposeError
+from hourglass.preview import preview_grid, save_png
 
 REAL = ("mpii", "lsp", "lspet_mini")
 
@@ -67,10 +76,6 @@ def _knob(text: str) -> tuple[str, object]:
 
 def dataset_config(args: argparse.Namespace) -> dict:
     """The dataset config these flags describe (the YAML defaults with overrides)."""
-    from omegaconf import OmegaConf
-
-    from hourglass.config import load_group
-
     cfg = OmegaConf.to_container(load_group("dataset", args.dataset), resolve=True)
     for key in ("size", "seed"):
         if getattr(args, key) is not None:
@@ -84,10 +89,6 @@ def dataset_config(args: argparse.Namespace) -> dict:
 
 def real_config(args: argparse.Namespace) -> dict:
     """A real dataset's config with the flags applied (``--root``, ``--lspet``, ``--size``, ``--set``)."""
-    from omegaconf import OmegaConf
-
-    from hourglass.config import load_group
-
     cfg = OmegaConf.to_container(load_group("dataset", args.dataset), resolve=True)
     if args.root is not None:
         cfg["root"] = args.root
@@ -102,11 +103,11 @@ def real_config(args: argparse.Namespace) -> dict:
 
 def run_real(args: argparse.Namespace) -> int:
     """Download if asked, then build (or keep, when up to date) a real dataset's cache."""
-    from hourglass.datasets.real import prepare, resolve
-
     cfg = real_config(args)
     if args.download:
-        from hourglass.datasets.download import download_dataset  # lazily: optional module
+        from hourglass.datasets.download import (
+            download_dataset,  # urllib and archives: only for --download
+        )
 
         folders = [("lspet" if args.dataset == "lspet_mini" else args.dataset, cfg["root"])]
         if args.dataset == "lsp" and cfg.get("lspet"):
@@ -115,20 +116,12 @@ def run_real(args: argparse.Namespace) -> int:
             download_dataset(name, resolve(folder) or Path(folder))
     print(prepare(cfg, args.data_dir, workers=args.workers, force=args.force, out=args.out))
     if args.preview:
-        from hourglass.datasets.registry import load_dataset
-        from hourglass.datasets.views import model_batch
-        from hourglass.preview import preview_grid, save_png
-
         cache = load_dataset(cfg, args.data_dir) if not args.out else None
         if cache is None:
-            from hourglass.datasets.cache import load_cache
-
             cache = load_cache(args.out)
         idx = np.arange(min(32, len(cache)))
         images, joints, vis = model_batch(cache, idx, None)
         if joints.shape[1] == 14:  # the preview draws MPII's skeleton
-            from hourglass.datasets.lsp import to_mpii_order
-
             joints, vis = to_mpii_order(joints, vis)
         save_png(args.preview, preview_grid(images, joints, vis))
         print(f"wrote preview {args.preview}")
@@ -144,9 +137,6 @@ def run(args: argparse.Namespace) -> int:
             raise AlposeError(f"--{flag} is for real datasets, not '{args.dataset}'")
     if args.download:
         raise AlposeError("--download is for real datasets; the synthetic set is rendered")
-    from hourglass.datasets.cache import load_cache
-    from hourglass.datasets.registry import cache_path
-    from hourglass.datasets.synthetic_cache import write_synthetic_cache
 
     cfg = dataset_config(args)
     path = args.out or cache_path(cfg, args.data_dir)  # also checks the generator knobs
@@ -160,8 +150,6 @@ def run(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{n} {s}" for s, n in cfg["splits"].items())
         print(f"wrote {path}: {len(cache)} crops ({counts}) of {cfg['size']} px in {seconds:.1f} s")
     if args.preview:
-        from hourglass.preview import preview_grid, save_png
-
         idx = cache.indices("train")[:32]
         save_png(
             args.preview, preview_grid(cache.images[idx], cache.joints[idx], cache.visibility[idx])

@@ -12,22 +12,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from active.analysis import figures
-
-from active.analysis import report_page
+from active.analysis import figures, report_page
+from active.cli.options import add_pool_pass_flags
 from hourglass.errors import AlposeError
 from hourglass.io import atomic_path
-
-
-def add_common(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by ``report`` and ``inspect``: data folder, device, re-scoring."""
-    parser.add_argument("--data-dir", help="dataset folder (default: the run's paths.data)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
-    parser.add_argument(
-        "--no-rescore",
-        action="store_true",
-        help="do not re-run the acquirers' scores over the pool (Spearman on the picks only)",
-    )
 
 
 def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -49,7 +37,7 @@ def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], 
         "picked with the same model), all, or a comma list such as 1,3",
     )
     parser.add_argument("--tiles", type=int, default=6, help="images per gallery row (default 6)")
-    add_common(parser)
+    add_pool_pass_flags(parser)
     return run
 
 
@@ -93,4 +81,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_common", "figures", "register", "run"]
+__all__ = ["figures", "register", "run"]

@@ -7,9 +7,18 @@ import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
 
 from active.loop.job import MAIN_ENV, JobFailed, job
 from hourglass.hydra_app import run_hydra
+
+
+def learning_curves(run_dir: Path, out: Path) -> bool:
+    """The learning curves a tracker logs (``logger=wandb``), drawn by the analysis layer."""
+    from active.analysis.tables import draw_run_curves  # numpy and matplotlib: after numerics
+
+    return draw_run_curves(run_dir, out)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -18,7 +27,7 @@ def main(argv: Sequence[str]) -> int:
     os.environ[MAIN_ENV] = f"{socket.gethostname()}:{os.getpid()}"
     JobFailed.seen = False
     with _scratch_hydra_dir(argv) as argv:
-        status = run_hydra("run", "run", argv, job)
+        status = run_hydra("run", "run", argv, partial(job, curves=learning_curves))
     return 2 if status == 1 and JobFailed.seen else status
 
 

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from active.analysis import tables
+from omegaconf import OmegaConf
 
-from active.analysis import stats
+from active.analysis import stats, tables
+from hourglass.environment import changes, summary
 from hourglass.errors import AlposeError
 
 DONE, MISSING = "#", "."
@@ -96,10 +97,6 @@ def render(progress: Progress, run_dir: Path) -> str:
 def environment_lines(run_dir: Path) -> list[str]:
     """What computed the cells (``environment`` in config.yaml) and what differed in earlier
     runs of the folder; a note where the folder predates the record."""
-    from omegaconf import OmegaConf
-
-    from hourglass.environment import changes, summary
-
     path = run_dir / "config.yaml"
     if not path.is_file():
         return []

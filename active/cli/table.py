@@ -14,14 +14,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from active.analysis import tables
-
-from active.analysis import stats
+from active.analysis import stats, tables
 from active.analysis.fingerprint import fingerprint, write_csv
+from active.analysis.tables import DEFAULT_REFERENCE, METRIC_FLAGS, pick_reference
 from hourglass.errors import AlposeError
-
-METRIC_FLAGS = {"standard": "pckh_standard", "paper": "pckh_paper"}
-DEFAULT_REFERENCE = "random"
 
 
 def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -58,17 +54,6 @@ def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], 
     )
     parser.add_argument("--out", type=Path, help="folder for the report files (default: RUN_DIR)")
     return run
-
-
-def pick_reference(acquirers: tuple[str, ...], requested: str | None) -> str:
-    """The requested reference, else random, else the first acquirer; AlposeError if unknown."""
-    if requested is None:
-        return DEFAULT_REFERENCE if DEFAULT_REFERENCE in acquirers else acquirers[0]
-    if requested not in acquirers:
-        raise AlposeError(
-            f"unknown reference acquirer '{requested}'; acquirers found: {', '.join(acquirers)}"
-        )
-    return requested
 
 
 def _present(info: tables.ExperimentInfo, acquirers: tuple[str, ...]) -> str | None:

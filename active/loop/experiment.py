@@ -80,7 +80,7 @@ def pool_subsample_of(acquirer: Any, experiment_wide: int | None) -> int | None:
 
 
 @dataclass
-class Protocol:
+class TrainingProtocol:
     """How cycles train and where they are judged (``protocol.*``; see DESIGN.md).
 
     paper: warm start, best epoch chosen on the report split and reported there (the anchor, B7).
@@ -224,7 +224,7 @@ class Experiment:
     ) -> None:
         self.cfg, self.data, self.build_model, self.train_cfg = cfg, data, build_model, train_cfg
         self.acquirers, self.root = acquirers, root
-        self.protocol = Protocol(**OmegaConf.to_container(cfg.protocol, resolve=True))
+        self.protocol = TrainingProtocol(**OmegaConf.to_container(cfg.protocol, resolve=True))
         self.pool = data.indices("train")
         self.plan = plan_from_config(cfg, len(self.pool))
         self.initial_pool = initial_candidates(data, self.pool, self.plan.initial_family)

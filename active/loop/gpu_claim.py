@@ -35,6 +35,8 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
+import torch
+
 LOCK_DIR_ENV = "ALPOSE_GPU_LOCK_DIR"
 CLAIM_ENV = "ALPOSE_GPU_CLAIM"  # off / 0 / false: no claims
 
@@ -47,8 +49,6 @@ def default_lock_dir() -> Path:
 
 def visible_gpu_count() -> int:
     """GPUs this process sees (``torch.cuda.device_count()``; 0 without CUDA)."""
-    import torch
-
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
+from pathlib import Path
 
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
@@ -23,12 +25,12 @@ class JobFailed(CompactHydraException):
         JobFailed.seen = True
 
 
-def job(cfg: DictConfig) -> None:
+def job(cfg: DictConfig, curves: Callable[[Path, Path], bool] | None = None) -> None:
     """Hydra's task: run; in a launcher's worker process an AlposeError becomes a JobFailed."""
     from active.loop.runner import run_experiment  # loads torch: only after numerics are applied
 
     try:
-        run_experiment(cfg)
+        run_experiment(cfg, curves)
     except AlposeError as err:
         if os.environ.get(MAIN_ENV) not in (None, f"{socket.gethostname()}:{os.getpid()}"):
             raise JobFailed(f"error: {err}") from err

@@ -18,10 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from active.loop.run_files import INITIAL, budget_schedule, seed_dir
-from active.loop.workload import FEEDER_WORKERS, acquirer_subsample
+from active.loop import workload
+from active.loop.run_files import INITIAL, budget_schedule, load_state, read_rows, seed_dir
+from active.loop.workload import (
+    FEEDER_WORKERS,
+    acquirer_subsample,
+    cycle_work,
+    scored_images,
+    train_rate,
+)
+from hourglass.errors import AlposeError
 
 # Generic bench JSON: training speed under one of these keys (images per second), most specific
 # first. `alpose bench --json` itself writes rows {what, model, device, path, images_per_s}.
@@ -66,8 +75,6 @@ class Sizes:
 
 def plan_cells(root: Path, names: list[str], seeds: list[int], cycles: int) -> list[CellPlan]:
     """Done and missing cycles of every cell (and of each seed's cycle 0) from ``state.json``."""
-    from active.loop.experiment import load_state
-
     out = []
     for seed in seeds:
         last = load_state(seed_dir(root.parent, root.name, INITIAL, seed)).cycle
@@ -129,8 +136,6 @@ def run_device(cfg: DictConfig) -> str:
     """``cpu`` or ``cuda``: where the run would train."""
     device = str(cfg.get("device", "auto"))
     if device == "auto":
-        import torch
-
         return "cuda" if torch.cuda.is_available() else "cpu"
     return "cuda" if device.startswith("cuda") else "cpu"
 
@@ -148,10 +153,9 @@ def bench_speed(path: Path, cfg: DictConfig) -> Speed | None:
     rows = data.get("rows") if isinstance(data, dict) else None
     if isinstance(rows, list) and any(isinstance(r, dict) and "what" in r for r in rows):
         device = run_device(cfg)
-        from active.bench.speed import train_path
 
         source = f"alpose bench results {path}"
-        speed = _rows_speed(rows, model, device, train_path(cfg, device), source)
+        speed = _rows_speed(rows, model, device, workload.train_path(cfg, device), source)
         return None if speed is None else host_bound(speed, rows, cfg, FEEDER_WORKERS)
     rate = find_rate(data, model)
     return Speed(rate, f"alpose bench results {path}") if rate else None
@@ -160,16 +164,11 @@ def bench_speed(path: Path, cfg: DictConfig) -> Speed | None:
 def host_bound(speed: Speed, rows: list[dict], cfg: DictConfig, threads: int) -> Speed:
     """``speed`` with training no faster than the host side of its steps on a real dataset (the
     bench's ``host step`` rows; ``workload.train_rate``), as ``alpose bench experiment=`` does."""
-    from active.bench.speed import host_side
-    from active.bench.speed import split_sizes as sizes_of
-    from active.loop.workload import train_rate
-    from hourglass.errors import AlposeError
-
     try:
-        sizes, _ = sizes_of(cfg)
+        sizes, _ = workload.split_sizes(cfg)
     except AlposeError:
         return speed
-    host = host_side(cfg, [r for r in rows if isinstance(r, dict)], sizes)
+    host = workload.host_side(cfg, [r for r in rows if isinstance(r, dict)], sizes)
     if host is None:
         return speed
     rate = train_rate(speed.train, host[0], threads)
@@ -184,11 +183,8 @@ def host_bound(speed: Speed, rows: list[dict], cfg: DictConfig, threads: int) ->
 
 def split_sizes(cfg: DictConfig) -> Sizes | None:
     """Pool, report and selection sizes (``alpose bench``'s rule: config, cache or assumed)."""
-    from active.bench.speed import split_sizes as sizes_of
-    from hourglass.errors import AlposeError
-
     try:
-        sizes, _ = sizes_of(cfg)
+        sizes, _ = workload.split_sizes(cfg)
     except AlposeError:
         return None
     p = cfg.protocol
@@ -206,8 +202,6 @@ def train_fraction(cfg: DictConfig) -> float:
 
 def measured_speed(root: Path, fraction: float) -> Speed | None:
     """Speed from this run's finished cycles (train_seconds, acquisition_seconds), or None."""
-    from active.loop.experiment import read_rows
-
     images = seconds = 0.0
     acquire: dict[str, list[float]] = {}
     for path in sorted(root.glob("*/seed_*/metrics.csv")):
@@ -255,8 +249,6 @@ def estimate(
 ) -> Estimate:
     """Training, evaluation and acquisition left in the cycles still to run (``subsample``: the
     pool subsample each acquirer scores, :func:`active.workload.acquirer_subsample`)."""
-    from active.loop.workload import cycle_work, scored_images
-
     train = infer = acquire = 0.0
     missing: set[str] = set()
     for cell in cells:

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from active.acquirers.registry import build_acquirer
-from active.loop import dry_run as plan
+from active.loop import plan
 from active.loop.experiment import Experiment
 from active.loop.gpu_claim import claimed_device
 from active.loop.run_config import (
@@ -34,7 +34,7 @@ from active.loop.run_config import (
 from active.loop.run_files import INITIAL, load_state, seed_dir
 from active.loop.sweep import SweepJob, file_lock, run_initial_once, sweep_job, threads_per_job
 from active.loop.threads import job_threads, worker_threads
-from active.loop.tracking import NullTracker, make_tracker
+from active.loop.tracking import CurvePlotter, NullTracker, make_tracker
 from hourglass.datasets.real import prepare
 from hourglass.datasets.registry import cache_path, load_dataset
 from hourglass.datasets.synthetic_cache import write_synthetic_cache
@@ -129,14 +129,16 @@ def job_gpu(cfg: DictConfig, claim: bool) -> Iterator[None]:
 
 
 @contextmanager
-def tracked(cfg: DictConfig, experiment, name: str, seed: int) -> Iterator[None]:
+def tracked(
+    cfg: DictConfig, experiment, name: str, seed: int, curves: CurvePlotter | None = None
+) -> Iterator[None]:
     """Attach the configured tracker (``logger=...``) to ``experiment`` for one unfinished cell
     (``name`` ``_initial``: a seed's cycle 0); finish it afterwards."""
     root = experiment.root
     last = load_state(seed_dir(root.parent, root.name, name, seed)).cycle
     finished = last >= (0 if name == INITIAL else experiment.plan.cycles - 1)
     # a finished cell gets no tracker run (a rerun of a done experiment logs nothing twice)
-    tracker = NullTracker() if finished else make_tracker(cfg, name, seed, root)
+    tracker = NullTracker() if finished else make_tracker(cfg, name, seed, root, curves)
     experiment.tracker = tracker
     try:
         yield
@@ -145,32 +147,35 @@ def tracked(cfg: DictConfig, experiment, name: str, seed: int) -> Iterator[None]
         tracker.finish()
 
 
-def _worker(cfg_yaml: str, task: tuple[str, int], threads: int) -> tuple[str, int]:
+def _worker(
+    cfg_yaml: str, task: tuple[str, int], threads: int, curves: CurvePlotter | None = None
+) -> tuple[str, int]:
     """One job in a worker process (``jobs=N``): a seed's initial cycle or an (acquirer, seed) cell,
     on a free GPU held for the task (:func:`job_gpu`)."""
     torch.set_num_threads(threads)
     cfg = OmegaConf.create(cfg_yaml)
     cfg.progress = False
     with job_gpu(cfg, claim=True):
-        _run_task(cfg, task)
+        _run_task(cfg, task, curves)
     return task
 
 
-def _run_task(cfg: DictConfig, task: tuple[str, int]) -> None:
+def _run_task(cfg: DictConfig, task: tuple[str, int], curves: CurvePlotter | None) -> None:
     """Build the experiment and run ``task``; returns nothing, so the model is freed on return."""
     experiment, _ = build_experiment(cfg)
     name, seed = task
     if str(cfg.device).startswith("cuda:"):
         print(f"  {name or 'cycle 0'} seed {seed} on {cfg.device}", flush=True)
-    with tracked(cfg, experiment, name or INITIAL, seed):
+    with tracked(cfg, experiment, name or INITIAL, seed, curves):
         if name == "":
             run_initial_once(experiment, seed)
         else:
             experiment.run_cell(name, seed)
 
 
-def run_experiment(cfg: DictConfig) -> Path:
-    """Run (or resume) every cell this job selects; returns the experiment's result folder."""
+def run_experiment(cfg: DictConfig, curves: CurvePlotter | None = None) -> Path:
+    """Run (or resume) every cell this job selects; returns the experiment's result folder.
+    ``curves`` draws the learning curves a tracker logs (none: no figure)."""
     job = sweep_job()
     select_cells(cfg)
     if cfg.get("dry_run"):
@@ -188,10 +193,10 @@ def run_experiment(cfg: DictConfig) -> Path:
                 f"  sweep job {job.num}: {torch.get_num_threads()} torch thread(s), device {cfg.device}",
                 flush=True,
             )
-        return _run_cells(cfg)
+        return _run_cells(cfg, curves)
 
 
-def _run_cells(cfg: DictConfig) -> Path:
+def _run_cells(cfg: DictConfig, curves: CurvePlotter | None) -> Path:
     """Store (or check) the config and run every selected cell, here or in ``jobs`` processes."""
     experiment, acquirers = build_experiment(cfg)
     root = experiment.root
@@ -210,7 +215,7 @@ def _run_cells(cfg: DictConfig) -> Path:
     if jobs == 1:
         for seed in seeds:
             for name in names:
-                with tracked(cfg, experiment, name, seed):
+                with tracked(cfg, experiment, name, seed, curves):
                     run_initial_once(experiment, seed)
                     print(f"  {name} seed {seed}", flush=True)
                     experiment.run_cell(name, seed)
@@ -221,7 +226,11 @@ def _run_cells(cfg: DictConfig) -> Path:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             for phase in phases:
                 for name, seed in pool.map(
-                    _worker, [cfg_yaml] * len(phase), phase, [threads] * len(phase)
+                    _worker,
+                    [cfg_yaml] * len(phase),
+                    phase,
+                    [threads] * len(phase),
+                    [curves] * len(phase),
                 ):
                     if name:
                         print(f"  done: {name} seed {seed}", flush=True)

@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from active.loop.experiment import load_state
 from active.loop.run_files import INITIAL, seed_dir
 
 TRAINED = "trained cycle 0"  # the line each training of a shared cycle 0 appends to its lock file
@@ -52,8 +56,6 @@ def run_initial_once(experiment: Any, seed: int) -> bool:
     The lock file keeps one ``trained cycle 0`` line (pid, host, time) per training, so a sweep can
     be checked for double work.
     """
-    from active.loop.experiment import load_state
-
     root = Path(experiment.root)
     folder = seed_dir(root.parent, root.name, INITIAL, seed)
     done = getattr(experiment, "initial_done", None)  # also checks the checkpoint, where it can
@@ -80,11 +82,6 @@ class SweepJob:
 
 def sweep_job() -> SweepJob | None:
     """This job's place in a Hydra multirun, or None outside one (a plain ``alpose run``)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        return None
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from active.loop.run_files import INITIAL
+from active.loop.run_files import INITIAL, read_rows
 from hourglass.errors import AlposeError
 from hourglass.train import EpochLog
 
 # Columns of metrics.csv logged per cycle (per-joint columns follow them).
+# (run folder, png path) -> whether a figure was drawn; the analysis layer supplies it.
+CurvePlotter = Callable[[Path, Path], bool]
+
 CYCLE_KEYS = (
     "pckh_standard",
     "pckh_paper",
@@ -63,7 +67,7 @@ class NullTracker:
 def import_wandb() -> Any:
     """The ``wandb`` module, or an AlposeError that says how to install it."""
     try:
-        import wandb
+        import wandb  # optional dependency: pip install 'alpose[wandb]'
     except ImportError as err:
         raise AlposeError(
             "logger=wandb needs the wandb package: `pip install wandb` (or use logger=none)"
@@ -98,35 +102,18 @@ def selection_rows(folder: Path, cycle: int) -> list[list[Any]] | None:
     return [[cycle, int(i), float(s)] for i, s in zip(picks["index"], picks["score"], strict=True)]
 
 
-def draw_curves(run_dir: Path, out: Path) -> bool:
-    """``curves.png`` of every result under ``run_dir`` so far; False when there is none yet."""
-    import warnings
-
-    from active.analysis import tables
-
-    from active.analysis import stats
-
-    try:
-        results = stats.load_results(run_dir)
-    except AlposeError:
-        return False
-    cube = stats.to_cube(results, "pckh_standard")
-    reference = "random" if "random" in cube.acquirers else cube.acquirers[0]
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")  # one seed: no spread, no test
-        table = tables.build_table(
-            cube, tables.read_experiment_info(run_dir), reference, "beats-reference", 0.1
-        )
-        tables.plot_curves(table, out)
-    return True
-
-
 class WandbTracker:
     """``logger=wandb``: one wandb run per job, grouped by experiment name."""
 
-    def __init__(self, cfg: DictConfig, acquirer: str, seed: int, root: Path) -> None:
-        from active.loop.experiment import read_rows
-
+    def __init__(
+        self,
+        cfg: DictConfig,
+        acquirer: str,
+        seed: int,
+        root: Path,
+        curves: CurvePlotter | None = None,
+    ) -> None:
+        self.curves = curves
         wandb = import_wandb()
         log_cfg = cfg.logger
         mode = log_cfg.get("mode") or os.environ.get("WANDB_MODE") or "offline"
@@ -176,8 +163,6 @@ class WandbTracker:
         self.run.log({**record, "epoch/step": self.steps, "epoch/cycle": cycle})
 
     def cycle_done(self, folder: Path, cycle: int) -> None:
-        from active.loop.experiment import read_rows
-
         rows = [r for r in read_rows(folder / "metrics.csv") if int(r["cycle"]) == cycle]
         if rows:
             self._log_cycle(folder, cycle, rows[-1])
@@ -197,7 +182,7 @@ class WandbTracker:
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 png = Path(tmp) / "curves.png"
-                if draw_curves(self.root, png):
+                if self.curves is not None and self.curves(self.root, png):
                     self.run.log({"learning_curve": self.wandb.Image(str(png))})
         except (
             AlposeError,
@@ -209,12 +194,15 @@ class WandbTracker:
             self.run.finish()
 
 
-def make_tracker(cfg: DictConfig, acquirer: str, seed: int, root: Path) -> Tracker:
-    """The tracker ``cfg.logger`` names, for the job (``acquirer``, ``seed``)."""
+def make_tracker(
+    cfg: DictConfig, acquirer: str, seed: int, root: Path, curves: CurvePlotter | None = None
+) -> Tracker:
+    """The tracker ``cfg.logger`` names, for the job (``acquirer``, ``seed``); ``curves`` draws the
+    learning curves it logs at the end (none: no figure)."""
     node = cfg.get("logger")
     name = str(node.get("name")) if node is not None else "none"
     if name in ("none", "None"):
         return NullTracker()
     if name == "wandb":
-        return WandbTracker(cfg, acquirer, seed, root)
+        return WandbTracker(cfg, acquirer, seed, root, curves)
     raise AlposeError(f"unknown logger '{name}'; use logger=none or logger=wandb")

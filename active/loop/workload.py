@@ -6,7 +6,17 @@ The one count behind ``alpose bench experiment=NAME`` (the whole experiment) and
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from active.loop.run_files import budget_schedule
+from hourglass.datasets.cache import SPLIT_NAMES, memory_choice, open_for_reading
+from hourglass.datasets.registry import cache_path
+from hourglass.errors import AlposeError
+
+STORE_SIDE = 293  # configs/dataset/mpii.yaml store_size: the stored window side of a real set
 
 
 def cycle_work(
@@ -52,3 +62,92 @@ def train_rate(
     if not host_images_per_s or host_images_per_s <= 0:
         return step_images_per_s
     return min(step_images_per_s, host_images_per_s * max(int(threads), 1))
+
+
+# -- the whole experiment ------------------------------------------------------------------
+# Persons per split when an experiment's real cache is not prepared yet (marked "assumed"):
+# Newell's MPII split (annot/train.h5, valid.h5) and LSP (1000 train + LSPET 10000, 1000 test).
+ASSUMED_SPLITS = {
+    "mpii": {"train": 22246, "val": 2958},
+    "lsp": {"train": 11000, "test": 1000},
+}
+
+
+def split_sizes(cfg) -> tuple[dict[str, int], str]:
+    """Persons per split of an experiment's dataset: config (synthetic), the prepared cache, or
+    the assumed published counts; and where they came from."""
+    if cfg.dataset.name == "synthetic":
+        return {k: int(v) for k, v in cfg.dataset.splits.items()}, "config"
+    try:
+        path = cache_path(cfg.dataset, cfg.paths.data)
+    except Exception:  # noqa: BLE001 - an unprepared or unknown cache: fall back below
+        path = None
+    if path is not None and Path(path).is_file():
+        with open_for_reading(path) as f:
+            counts = np.bincount(f["split"][()], minlength=len(SPLIT_NAMES))
+        return {n: int(c) for n, c in zip(SPLIT_NAMES, counts, strict=False)}, str(path)
+    family = "lsp" if cfg.dataset.name.startswith("lsp") else cfg.dataset.name
+    if family in ASSUMED_SPLITS:
+        return dict(ASSUMED_SPLITS[family]), "assumed (no cache prepared)"
+    raise AlposeError(
+        f"no split sizes for dataset {cfg.dataset.name}: prepare it first (`alpose prepare ...`)"
+    )
+
+
+def work_of(cfg, sizes: dict[str, int]) -> dict[str, Any]:
+    """Images trained, evaluated and scored by a whole experiment (all seeds and acquirers)."""
+    budgets = budget_schedule(cfg.budgets, cfg.initial, cfg.per_cycle, cfg.cycles)
+    seeds, acquirers = len(cfg.seeds), list(cfg.acquirers)
+    p = cfg.protocol
+    holdout = p.selection == "holdout"
+    fraction = 1.0 - float(p.holdout_fraction) if holdout else 1.0
+    report = sizes.get(str(p.report_split), 0)
+    select_split = 0 if holdout else sizes.get(str(p.selection), 0)
+    pool = sizes.get("train", 0)
+
+    train0, infer0 = cycle_work(budgets[0], int(cfg.epochs_first), fraction, select_split, report)
+    train, infer = seeds * train0, seeds * infer0
+    for b in budgets[1:]:
+        t, i = cycle_work(b, int(cfg.epochs_later), fraction, select_split, report)
+        train += seeds * len(acquirers) * t
+        infer += seeds * len(acquirers) * i
+
+    def scored(sub: int | None) -> int:
+        return seeds * sum(scored_images(pool, b, sub) for b in budgets[:-1])
+
+    return {
+        "budgets": budgets,
+        "seeds": seeds,
+        "acquirers": acquirers,
+        "train_images": train,
+        "inference_images": infer,
+        "scored_images_per_acquirer": scored(cfg.get("pool_subsample")),
+        "scored_images": {a: scored(acquirer_subsample(cfg, a)) for a in acquirers},
+    }
+
+
+def train_path(cfg, device: str) -> str:
+    """The bench row's augmentation path of a run on ``device``: ``batch`` on CUDA; on the CPU
+    ``train.augment.path`` (``auto`` = ``sample`` there)."""
+    if device == "cuda":
+        return "batch"
+    path = str(cfg.train.augment.get("path", "sample"))
+    return "sample" if path == "auto" else path
+
+
+def host_side(cfg, rows: list[dict], sizes: dict[str, int]) -> tuple[float, str, str] | None:
+    """(host-side images/s per core of a training step, ``lazy`` or ``memory``, why) for an
+    experiment on a real (margin) dataset, from the bench's ``host step`` rows: the in-memory row
+    when ``dataset.in_memory`` (null: the memory rule of ``cache.memory_choice`` on this machine)
+    keeps the images in RAM, else the lazy row. None for the synthetic set or without the rows."""
+    if str(cfg.dataset.name) == "synthetic":
+        return None
+    side = int(cfg.dataset.get("store_size") or STORE_SIDE)
+    nbytes = sum(int(v) for v in sizes.values()) * side * side * 3
+    setting = cfg.dataset.get("in_memory")
+    keep, why = memory_choice(nbytes, None if setting is None else bool(setting))
+    path = "memory" if keep else "lazy"
+    for r in rows:
+        if r.get("what") == "host step" and r.get("path") == path and r.get("images_per_s"):
+            return float(r["images_per_s"]), path, why
+    return None

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+from tqdm import tqdm
+
 from hourglass.errors import AlposeError
 from hourglass.io import write_json
 
@@ -212,8 +214,6 @@ def _fetch(
 
 def _download(url: str, part: Path, *, progress: bool, timeout: float) -> None:
     """Append the rest of ``url`` to ``part`` (Range), or restart it when the server ignores Range."""
-    from tqdm import tqdm
-
     for _attempt in range(2):
         offset = part.stat().st_size if part.exists() else 0
         headers = {"User-Agent": "alpose-download/1"}
@@ -384,8 +384,6 @@ def _check_member(name: str, archive: Path) -> None:
 
 
 def _extract_zip(path: Path, dest: Path, *, progress: bool) -> None:
-    from tqdm import tqdm
-
     with zipfile.ZipFile(path) as zf:
         members = zf.infolist()
         for info in members:
@@ -396,8 +394,6 @@ def _extract_zip(path: Path, dest: Path, *, progress: bool) -> None:
 
 def _extract_tar(path: Path, dest: Path, *, progress: bool) -> None:
     """Stream the tarball once; links that leave ``dest`` and special files are refused."""
-    from tqdm import tqdm
-
     with (
         tarfile.open(path, "r:*") as tar,
         tqdm(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 
 from hourglass.datasets.cache import SPLIT_NAMES
 from hourglass.datasets.records import PersonTable
@@ -26,8 +27,6 @@ LSP_TRAIN = 1000  # anchor.md 1.2: LSP[0:1000] train, LSP[1000:2000] test
 
 
 def _load_joints(path: Path) -> np.ndarray:
-    import scipy.io
-
     if not path.is_file():
         raise AlposeError(f"no joints.mat at {path}; see data/README.md for the layout")
     try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 
 from hourglass.datasets.cache import SPLIT_NAMES, open_for_reading
 from hourglass.datasets.records import PersonTable
@@ -89,8 +90,6 @@ def _parse_rect(rect) -> tuple[np.ndarray, np.ndarray, float] | None:
 def read_mat(path: str | Path) -> MpiiRects:
     """Every annotated rectangle of the official ``RELEASE`` .mat, or of a file whose top level is
     an ``annolist`` of the same layout (e.g. Tompson's ``detections.mat``)."""
-    import scipy.io
-
     path = Path(path)
     try:
         mat = scipy.io.loadmat(path, struct_as_record=False, squeeze_me=True)

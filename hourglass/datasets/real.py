@@ -12,7 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from hourglass.config import config_dir, load_group
+from hourglass.datasets import lsp, mpii
 from hourglass.datasets.crops import CropSpec
+from hourglass.datasets.real_cache import build_real_cache, source_hash, stored_hash
 from hourglass.errors import AlposeError
 
 REAL_DATASETS = ("mpii", "lsp", "lspet_mini")
@@ -32,7 +37,6 @@ def resolve(path: str | Path | None) -> Path | None:
     path = Path(str(path)).expanduser()
     if path.is_absolute() or path.exists():
         return path
-    from hourglass.config import config_dir
 
     beside = config_dir().parent / path
     return beside if beside.exists() else path
@@ -73,9 +77,6 @@ def prepare_hint(c: dict) -> str:
     parts = [f"alpose prepare {c['name']}", f"--root {c.get('root')}"]
     if c["name"] == "lsp" and identity(c)["with_lspet"]:
         parts.append(f"--lspet {c.get('lspet')}")
-    from omegaconf import OmegaConf
-
-    from hourglass.config import load_group
 
     default = OmegaConf.to_container(load_group("dataset", c["name"]), resolve=True)
     for key in (*IDENTITY_KEYS[c["name"]], "size", "store_size"):
@@ -86,8 +87,6 @@ def prepare_hint(c: dict) -> str:
 
 def read_table(c: dict):
     """(PersonTable, photo root, annotation files, photo folders) of a real dataset config."""
-    from hourglass.datasets import lsp, mpii
-
     name, root = c["name"], resolve(c.get("root"))
     if name == "mpii":
         if root is None or not root.is_dir():
@@ -147,8 +146,6 @@ def prepare(
     out: Path | None = None,
 ) -> str:
     """Build (or skip, when up to date) the cache of a real dataset config; returns a summary."""
-    from hourglass.datasets.real_cache import build_real_cache, source_hash, stored_hash
-
     check_sources(c)
     path = out or cache_file(c, data_dir)
     table, root, annotations, folders = read_table(c)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 from tqdm.auto import tqdm
@@ -80,15 +81,11 @@ def report_path(cache: Path) -> Path:
 
 
 def _init_worker() -> None:
-    import cv2
-
     cv2.setNumThreads(1)
 
 
 def _cut_one(task: tuple[str, np.ndarray, int]) -> tuple[np.ndarray | None, tuple[int, int], str]:
     """(stored window or None, (width, height), problem) for one photo."""
-    import cv2
-
     path, image_to_stored, side = task
     if not os.path.isfile(path):
         return None, (0, 0), "missing"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from hourglass.config import load_group
 from hourglass.datasets.cache import PoseCache, load_cache
+from hourglass.datasets.real import REAL_DATASETS, cache_file, prepare_hint
+from hourglass.datasets.synthetic import GENERATOR_VERSION, SyntheticConfig
 from hourglass.errors import AlposeError
 
 
@@ -20,10 +23,6 @@ def _plain(cfg: DictConfig | dict) -> dict[str, Any]:
 
 def synthetic_identity(cfg: DictConfig | dict) -> dict[str, Any]:
     """Everything that determines the synthetic cache's bytes."""
-    from dataclasses import asdict, fields
-
-    from hourglass.datasets.synthetic import GENERATOR_VERSION, SyntheticConfig
-
     c = _plain(cfg)
     knobs = {**c.get("generator", {}), "size": c["size"]}
     unknown = sorted(set(knobs) - {f.name for f in fields(SyntheticConfig)})
@@ -52,7 +51,6 @@ def cache_path(cfg: DictConfig | dict, data_dir: str | Path) -> Path:
         return Path(data_dir) / f"synthetic-{c['size']}px-seed{c['seed']}-{digest[:8]}.h5"
     if c.get("cache"):
         return Path(c["cache"])
-    from hourglass.datasets.real import REAL_DATASETS, cache_file
 
     if c["name"] in REAL_DATASETS:
         return cache_file(c, data_dir)
@@ -63,8 +61,6 @@ def prepare_command(cfg: DictConfig | dict, data_dir: str | Path = "data") -> st
     """The ``alpose prepare`` command that creates this config's cache (flags only where they differ)."""
     c = _plain(cfg)
     if c["name"] != "synthetic":
-        from hourglass.datasets.real import REAL_DATASETS, prepare_hint
-
         if c["name"] in REAL_DATASETS:
             hint = prepare_hint(c)
             return hint + (f" --data-dir {data_dir}" if str(data_dir) != "data" else "")

@@ -1,0 +1,2 @@
+"""Everything that reads finished run folders and never trains: statistics, tables, figures, the
+HTML report, diagnostics, and the Learning Loss and EGL++ analyses."""
