@@ -1,6 +1,6 @@
 """Train-time augmentation: horizontal flip with left/right swap, then affine jitter.
 
-Paper values (anchor.md 2.4): flip p 0.5; shift +-0.2 of the side per axis, zoom 0.75-1.25,
+Paper values (docs/anchor.md 2.4): flip p 0.5; shift +-0.2 of the side per axis, zoom 0.75-1.25,
 rotation +-45 degrees, constant-0 border, always applied. Evaluation uses no augmentation.
 Keypoints follow the pixel-centre convention (x' = W - 1 - x under a flip), as albumentations does.
 """

@@ -2,7 +2,7 @@
 
 Coordinates: image pixels are 0-based with pixel centres on integers; heatmaps use the
 align-corners mapping of the anchor, heatmap = image * (hm - 1) / (in - 1), i.e. 63/255 at
-256 -> 64 (anchor.md 2.5). Shapes: joints (B, J, 2) as (x, y); heatmaps (B, J, H, W).
+256 -> 64 (docs/anchor.md 2.5). Shapes: joints (B, J, 2) as (x, y); heatmaps (B, J, H, W).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def gaussian_targets(
 
     joints: (B, J, 2) in heatmap pixels; present: (B, J) bool (joints that get a target).
     The window is ceil(6 sigma) pixels, made odd, centred on round(mu) (11x11 at sigma 1.75) and cut
-    at the border; a joint whose window misses the map gets a zero map (anchor.md 2.5; paper peak 30).
+    at the border; a joint whose window misses the map gets a zero map (docs/anchor.md 2.5; paper peak 30).
     Returns (targets (B, J, size, size), has_target (B, J) bool).
     """
     radius = (math.ceil(6 * sigma) | 1) // 2
@@ -85,7 +85,7 @@ def _decode_parabola(heatmaps: Tensor, x: Tensor, y: Tensor) -> Tensor:
 
 
 def _decode_paper(heatmaps: Tensor, x: Tensor, y: Tensor, radius: int = 2) -> Tensor:
-    """Weighted mean of the non-negative heatmap over [argmax +- 2] (anchor.md 5; ceil(1.75) = 2)."""
+    """Weighted mean of the non-negative heatmap over [argmax +- 2] (docs/anchor.md 5; ceil(1.75) = 2)."""
     h, w = heatmaps.shape[-2:]
     offs = torch.arange(-radius, radius + 1, device=heatmaps.device)
     xs = (x.unsqueeze(-1) + offs).unsqueeze(-2)  # (B, J, 1, K)

@@ -1,7 +1,7 @@
 """Joint orders, flip pairs and skeleton links (MPII's 16-joint order is the internal order).
 
 Sources: MPII annopoints ids; flip pairs as in microsoft/human-pose-estimation.pytorch
-``lib/dataset/mpii.py``; LSP order from the LSP README (see ``../shared/spec/metrics.md`` s. 5).
+``lib/dataset/mpii.py``; LSP order from the LSP README (see ``docs/conventions.md`` s. 5).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Pose losses on stacked heatmaps, per sample (Learning Loss needs the per-sample value).
 
-``mse``: the anchor's unmasked mean squared error over stacks, joints and pixels (anchor.md 3.1).
+``mse``: the anchor's unmasked mean squared error over stacks, joints and pixels (docs/anchor.md 3.1).
 ``ce``: spatial-softmax cross-entropy against the normalised Gaussian target, averaged over the
-joints that have a target; it learns ~2x faster at small budgets (quickstart_notes.md) and is the
+joints that have a target; it learns ~2x faster at small budgets (measured on a prototype of the CPU quickstart) and is the
 small CPU configuration's choice. Its heatmaps are logits; :func:`to_heatmaps` turns them into maps.
 """
 

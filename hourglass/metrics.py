@@ -1,11 +1,11 @@
 """PCKh (MPII) and PCK (LSP) with explicit, documented conventions.
 
-Two conventions exist and both are needed (``../shared/spec/metrics.md``):
+Two conventions exist and both are needed (``docs/conventions.md``):
 
 * ``standard``: the community protocol (MPII PCKh@0.5 with 0.6 x head-box diagonal; LSP PCK@0.2
   by torso). It reproduces published leaderboard numbers to the printed digits.
 * ``paper``: the lenient variant computed by the EGL++ / LearningLoss++ anchor code
-  (``../shared/spec/anchor.md`` s.1.1, s.1.2, s.5, B5/B6). Paper tables are only comparable in
+  (``docs/anchor.md`` s.1.1, s.1.2, s.5, B5/B6). Paper tables are only comparable in
   this mode.
 
 Shapes: N samples (persons), J joints, coordinates (x, y) in one pixel frame shared by the
@@ -28,25 +28,25 @@ CONVENTIONS: tuple[str, ...] = ("standard", "paper")
 MPII_SC_BIAS = 0.6
 # Standard PCKh threshold (bearpaw `eval_PCKh.py:14`, MPII leaderboard "PCKh@0.5").
 MPII_THRESHOLD = 0.5
-# Second standard MPII threshold (metrics.md s.2.1 "PCKh@0.1"): exactly 0.1. HRNet's `mpii.py`
-# reads row 11 of arange(0, 0.51, 0.01), i.e. 0.11 (the widespread bug metrics.md warns about).
+# Second standard MPII threshold (docs/conventions.md 2.1 "PCKh@0.1"): exactly 0.1. HRNet's `mpii.py`
+# reads row 11 of arange(0, 0.51, 0.01), i.e. 0.11 (a widespread bug, docs/conventions.md 2.1).
 MPII_THRESHOLD_LOW = 0.1
 # Anchor PCK grid is linspace(0, 1, 20) = k/19 (anchor `evaluation.py:69`); 10/19 = 0.5263 is the
-# grid point nearest above 0.5 and 4/19 = 0.2105 the one nearest above 0.2 (anchor.md s.5, B4).
+# grid point nearest above 0.5 and 4/19 = 0.2105 the one nearest above 0.2 (docs/anchor.md s.5, B4).
 PAPER_MPII_THRESHOLD = 10 / 19
 PAPER_LSP_THRESHOLD = 4 / 19
 # Anchor lambda_head = 0.8: GT head_top := 0.8 * head_top + 0.2 * upper_neck when both are
-# annotated (anchor `configuration.yml:17`, `dataloader.py:184-186`; anchor.md s.1.1).
+# annotated (anchor `configuration.yml:17`, `dataloader.py:184-186`; docs/anchor.md s.1.1).
 PAPER_LAMBDA_HEAD = 0.8
 # Standard LSP PCK threshold (farrajota/human-pose-benchmark `utils/evaluatePCK.m`; PCK@0.2).
 LSP_THRESHOLD = 0.2
 
-# MPII indices (anchor.md s.5 / hourglass.joints.MPII_JOINTS).
+# MPII indices (docs/anchor.md s.5 / hourglass.joints.MPII_JOINTS).
 MPII_UPPER_NECK, MPII_HEAD_TOP = 8, 9
 # Pelvis (6) and thorax (7) are left out of the standard MPII mean (bearpaw `eval_PCKh.py:83-90`).
 MPII_MEAN14 = np.array([j for j in range(16) if j not in (6, 7)])
 
-# Reported parts, metrics.md s.2.1 item 5: Head = head_top only; others = mean of left and right.
+# Reported parts, docs/conventions.md 2.1 item 5: Head = head_top only; others = mean of left and right.
 MPII_PARTS: dict[str, tuple[int, ...]] = {
     "Head": (9,),
     "Shoulder": (12, 13),
@@ -56,7 +56,7 @@ MPII_PARTS: dict[str, tuple[int, ...]] = {
     "Knee": (1, 4),
     "Ankle": (0, 5),
 }
-# LSP parts, metrics.md s.3.1 item 5 (farrajota `utils/genTablePCK.m`): Head = (neck + head_top)/2.
+# LSP parts, docs/conventions.md 3.1 item 5 (farrajota `utils/genTablePCK.m`): Head = (neck + head_top)/2.
 LSP_PARTS: dict[str, tuple[int, ...]] = {
     "Head": (12, 13),
     "Shoulder": (8, 9),
@@ -283,7 +283,7 @@ def lsp_pck(
     """LSP PCK of pred (N,14,2) vs gt (N,14,2); every joint of every image is scored by default.
 
     standard: dist / ||l_sho - r_hip|| <= 0.2 (farrajota `getDistPCK.m`, `computePCK.m:8,14`).
-    paper: dist / max(||l_sho - r_hip||, ||r_sho - l_hip||) < 4/19 (anchor.md s.1.2, s.5).
+    paper: dist / max(||l_sho - r_hip||, ||r_sho - l_hip||) < 4/19 (docs/anchor.md s.1.2, s.5).
     Total = mean of the 14 per-joint values (equal to the pooled mean since all are scored).
     ``scored`` (N,14) masks unannotated joints (LSPET) and ``torso`` (N,) replaces the normaliser
     (a non-finite one leaves that person unscored).
@@ -301,7 +301,7 @@ def lsp_pck(
     else:
         t = LSP_THRESHOLD if threshold is None else float(threshold)
         hit = dist <= t  # farrajota `computePCK.m:14`: <=
-    # count/N*100 then (a+b)/2 reproduces every printed digit of the six metrics.md s.3 rows,
+    # count/N*100 then (a+b)/2 reproduces every printed digit of the six docs/conventions.md 3 rows,
     # ties included; 100*count/N (bearpaw's MPII order) misprints 4 of those .x5 ties.
     correct, total, per_joint = _counts(hit, mask, divide_first=True)
     return PCKResult(

@@ -2,12 +2,12 @@
 
 Pre-activation bottleneck residuals, intermediate supervision, 1x1 merge convolutions between
 stacks, and no unused layers (the anchor builds a skip conv in every residual and never uses it
-where in == out: anchor.md 3.1, B20). The paper configuration (2 stacks, 256 channels, depth 4,
+where in == out: docs/anchor.md 3.1, B20). The paper configuration (2 stacks, 256 channels, depth 4,
 16 joints) has 6,570,400 parameters.
 
 The forward pass returns, besides every stack's heatmaps, what acquirers need: the pooled embedding
 (global average of the last stack's feature map) and the multi-scale pyramid of the last hourglass
-that a Learning-Loss head taps (anchor.md 3.1-3.2).
+that a Learning-Loss head taps (docs/anchor.md 3.1-3.2).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class PoseOutput:
     heatmaps: (B, stacks, J, H, W), every stack (intermediate supervision); the last is the prediction.
     embedding: (B, C) global average of the last stack's feature map (core-set, EGL++).
     pyramid: the last hourglass's ``low3`` outputs from coarsest to finest, then its full-resolution
-        output: ``depth + 1`` maps of C channels (the Learning-Loss head's input, anchor.md 3.2).
+        output: ``depth + 1`` maps of C channels (the Learning-Loss head's input, docs/anchor.md 3.2).
     """
 
     heatmaps: Tensor
@@ -110,7 +110,7 @@ class StackedHourglass(nn.Module):
     """Stacked hourglass: stem /4, then ``stacks`` hourglasses of ``depth`` levels.
 
     ``input_skip=True`` is Newell's form x_{i+1} = x_i + merge_preds + merge_features; ``False`` is
-    the anchor HEAD variant that drops the stack-input skip (anchor.md 3.3, B3).
+    the anchor HEAD variant that drops the stack-input skip (docs/anchor.md 3.3, B3).
     The stem widths scale with ``channels`` (64 and 128 at the paper's 256).
     """
 

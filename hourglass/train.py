@@ -1,4 +1,4 @@
-"""Fit a stacked hourglass on given crop indices (anchor.md 4; the optimiser is fresh every call).
+"""Fit a stacked hourglass on given crop indices (docs/anchor.md 4; the optimiser is fresh every call).
 
 Adam (paper lr 3e-4, batch 16), ReduceLROnPlateau on the selection loss (factor 0.5, patience 5,
 cooldown 2, min 3e-6), a fixed number of epochs, and the best epoch picked on a given index set.
@@ -105,7 +105,7 @@ class AuxiliaryHead:
     ``module`` receives the pose net's detached :class:`PoseOutput`; ``loss(prediction,
     per_sample_pose_loss)`` returns a scalar (``loss(prediction, per_sample_pose_loss, AuxBatch)``
     when ``with_batch``). Its parameters join Adam as a further group, whose learning rate decays
-    with the pose net's unless ``decay_lr`` is false (the anchor's never decays, anchor.md B14).
+    with the pose net's unless ``decay_lr`` is false (the anchor's never decays, docs/anchor.md B14).
     """
 
     name: str

@@ -1,23 +1,17 @@
-"""Shared fixtures: where ``../shared`` lives, and a helper to run the CLI in-process."""
+"""Shared fixtures: the reference data, the CLI in-process, the tiny synthetic set, one thread."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from helpers.paths import shared_root
+from helpers.tiny import TINY_SYNTHETIC
 
 from hourglass import numerics
 
 # Every test computes as a default `alpose` run does: portable CPU numerics, set before torch loads.
 numerics.apply("portable")
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_root() -> Path:
-    """``../shared`` beside the checkout, or ``$ALPOSE_SHARED``."""
-    return Path(os.environ.get("ALPOSE_SHARED", REPO.parent / "shared"))
 
 
 @pytest.fixture
@@ -42,15 +36,6 @@ def cli(capsys):
     return run
 
 
-TINY_SYNTHETIC = {
-    "name": "synthetic",
-    "size": 64,
-    "seed": 7,
-    "splits": {"train": 600, "val": 150, "test": 100},
-    "generator": {},
-}
-
-
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> Path:
     """A data folder holding the tiny synthetic cache that ``TINY_SYNTHETIC`` names (built once)."""
@@ -72,20 +57,6 @@ def tiny_cache(tiny_data_dir):
     return load_dataset(TINY_SYNTHETIC, tiny_data_dir)
 
 
-def tiny_overrides(data_dir: Path, runs: Path) -> list[str]:
-    """Hydra overrides that point ``alpose train`` at the tiny synthetic cache."""
-    s = TINY_SYNTHETIC["splits"]
-    return [
-        f"paths.data={data_dir}",
-        f"paths.runs={runs}",
-        f"dataset.seed={TINY_SYNTHETIC['seed']}",
-        f"dataset.splits.train={s['train']}",
-        f"dataset.splits.val={s['val']}",
-        f"dataset.splits.test={s['test']}",
-        "progress=false",
-    ]
-
-
 @pytest.fixture
 def one_thread():
     """One torch thread (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny batches gain
@@ -96,3 +67,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """A data folder for one test module's smoke runs (the smoke set is rendered into it once)."""
+    return tmp_path_factory.mktemp("smoke-data")

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from helpers.paths import REPO
 
 DEVICE = os.environ.get("ALPOSE_GPU_CHECK_DEVICE", "cuda")
 ON_GPU = DEVICE.startswith("cuda")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from conftest import REPO
+from helpers.paths import REPO
 
 
 def gpu_check():

@@ -104,3 +104,38 @@ def test_no_outside_paths_or_issue_citations():
 def test_readme_is_at_most_150_lines():
     lines = len((REPO / "README.md").read_text(encoding="utf-8").splitlines())
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines (at most {README_MAX_LINES})"
+
+
+ANCHOR_SECTIONS = re.compile(
+    r"docs/anchor\.md`{0,2}((?:[ ,/]+(?:s\.)?\d+(?:\.\d+)?(?:-\d+(?:\.\d+)?)?(?: and \d+(?:\.\d+)?)?)*)"
+)
+
+
+def anchor_citations(text: str) -> tuple[set[str], set[str]]:
+    """(sections, bug ids) that ``text`` cites from docs/anchor.md: ``docs/anchor.md 6.7``,
+    ``docs/anchor.md s.1.1, s.5``, ``B17``."""
+    sections = {
+        sec for m in ANCHOR_SECTIONS.finditer(text) for sec in re.findall(r"\d+(?:\.\d+)?", m[1])
+    }
+    return sections, set(re.findall(r"\bB(\d+)\b", text))
+
+
+def test_anchor_citations_are_read_as_meant():
+    text = "see docs/anchor.md 2.2-2.3 and (docs/anchor.md s.1.1, s.5, B5/B6); ``docs/anchor.md`` 9"
+    assert anchor_citations(text) == ({"2.2", "2.3", "1.1", "5", "9"}, {"5", "6"})
+
+
+def test_every_anchor_citation_in_the_code_resolves_in_docs():
+    """Each section and bug the code and configs cite exists in docs/anchor.md."""
+    anchor = (REPO / "docs" / "anchor.md").read_text()
+    headings = set(re.findall(r"^#+ (\d+(?:\.\d+)*)[ .]", anchor, re.M))
+    bugs = set(re.findall(r"\*\*B(\d+)\b", anchor)) or set(re.findall(r"\bB(\d+)\b", anchor))
+    missing = []
+    for path in tracked_files():
+        if path.suffix not in (".py", ".yaml"):
+            continue
+        sections, cited_bugs = anchor_citations(path.read_text(errors="replace"))
+        rel = path.relative_to(REPO)
+        missing += [f"{rel}: section {s}" for s in sorted(sections - headings)]
+        missing += [f"{rel}: bug B{b}" for b in sorted(cited_bugs - bugs, key=int)]
+    assert not missing, "cited but not in docs/anchor.md:\n" + "\n".join(missing)

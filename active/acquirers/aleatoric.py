@@ -1,4 +1,4 @@
-"""Aleatoric uncertainty (anchor.md 6.6; after Kendall & Gal, NeurIPS 2017).
+"""Aleatoric uncertainty (docs/anchor.md 6.6; after Kendall & Gal, NeurIPS 2017).
 
 A head predicts a log-variance s_j per joint; it is trained with the Gaussian negative
 log-likelihood of the squared distance r_j between the predicted and the true heatmap argmax

@@ -1,4 +1,4 @@
-"""EGL for an ensemble in closed form, and Bayesian (Kendall & Gal) variance (papers.md, EGL++).
+"""EGL for an ensemble in closed form, and Bayesian (Kendall & Gal) variance (EGL++ paper; docs/acquirers.md).
 
 The ensemble: ``members`` small heads on the pose net's detached pyramid (the ``pooled`` head of
 ``active/acquirers/heads.py``), each predicting every joint coordinate's mean μ_k and log-variance s_k

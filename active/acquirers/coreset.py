@@ -1,4 +1,4 @@
-"""Core-Set by k-center greedy on the pooled embedding (anchor.md 6.2; Sener & Savarese, ICLR 2018).
+"""Core-Set by k-center greedy on the pooled embedding (docs/anchor.md 6.2; Sener & Savarese, ICLR 2018).
 
 Every unlabelled point starts at its Euclidean distance to the nearest labelled point; each pick
 takes the farthest point (ties: lowest position) and lowers every distance by the new centre.

@@ -1,4 +1,4 @@
-"""EGL++ (Shukla & Ahmed, WACV 2022; anchor.md 6.7): expected gradient length over labelled neighbours.
+"""EGL++ (Shukla & Ahmed, WACV 2022; docs/anchor.md 6.7): expected gradient length over labelled neighbours.
 
 An unlabelled image u scores Σ_j p(l_j|u) · ‖∇θ loss(x_u, t_j)‖² over its k = 30 nearest labelled
 images l_j in the pooled embedding, with t_j = l_j's own predicted heatmaps (every stack; the

@@ -1,4 +1,4 @@
-"""Exact per-target squared gradient norms ‖∇θ loss(f_θ(x), t_k)‖² for EGL++ (anchor.md 6.7).
+"""Exact per-target squared gradient norms ‖∇θ loss(f_θ(x), t_k)‖² for EGL++ (docs/anchor.md 6.7).
 
 For one image x and K targets the K gradients are J^T v_k, with J = ∂f/∂θ at x and v_k =
 ∂loss(f, t_k)/∂f the output cotangent of target k. Everything after the forward pass is linear in
@@ -348,7 +348,7 @@ Method = Literal["auto", "transpose", "autograd", "vmap"]
 # On the CPU, above this many activation elements per image (a 256-channel map at 64x64 has 2^20)
 # the kernels already run at full efficiency for one cotangent, so batching them gains nothing and
 # costs cache traffic: there autograd's own backward, once per target after one shared forward, is
-# faster than the transpose (measured on the paper model: README, "EGL++ speed").
+# faster than the transpose (measured on the paper model: docs/studies/2026-11-22-egl-cost.md).
 AUTOGRAD_ABOVE = 2**18
 
 

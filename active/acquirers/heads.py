@@ -1,6 +1,6 @@
 """Auxiliary networks on the pose net's detached outputs (Learning Loss, aleatoric, VL4Pose).
 
-``conv`` (the anchor's, anchor.md 3.2): start at the finest map of the last hourglass's pyramid;
+``conv`` (the anchor's, docs/anchor.md 3.2): start at the finest map of the last hourglass's pyramid;
 for each coarser map, x <- ReLU(conv 2x2 stride 2 (x)) + map; then a conv as large as the coarsest
 map, ReLU, and an MLP C-128-64-32-16-out (ReLU between layers, none after the last). At the paper
 size (256 channels, 64x64 maps, depth 4) it has 2,142,209 parameters for one output, the anchor's

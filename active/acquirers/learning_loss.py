@@ -1,7 +1,7 @@
 """Learning Loss (Yoo & Kweon, CVPR 2019) and LearningLoss++ (Shukla & Ahmed, CVPR-W 2021).
 
 A head predicts each image's pose loss from the pose net's detached multi-scale features; the
-unlabelled images with the highest predicted loss are labelled next (anchor.md 6.4-6.5). Training
+unlabelled images with the highest predicted loss are labelled next (docs/anchor.md 6.4-6.5). Training
 pairs a batch's first half with its second, (i, i + B/2), and uses the anchor's per-sample loss:
 the pose loss (mean over stacks) divided by (n + 0.1), n = the joints with a target (annotated,
 occluded ones included). Keeping the anchor's behaviour (``anchor_bugs``), n counts only the
@@ -10,7 +10,7 @@ two counts agree.
 
 margin (Learning Loss): mean over pairs of max(0, xi - sign(l_i - l_j) (lhat_i - lhat_j)), xi = 1.
 kl (LearningLoss++): mean over pairs of KL(p || q), p = (l_i, l_j) / (l_i + l_j), q =
-softmax(lhat_i, lhat_j); its gradient in lhat_i is (q_i - p_i) / pairs (papers.md).
+softmax(lhat_i, lhat_j); its gradient in lhat_i is (q_i - p_i) / pairs (docs/acquirers.md).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def pair_halves(x: Tensor) -> tuple[Tensor, Tensor]:
 
 def normalised_loss(sample_loss: Tensor, counted: Tensor | None) -> Tensor:
     """The anchor's per-sample target l / (n + 0.1), n = the joints ``counted`` (B, J) bool
-    (anchor.md 6.4); ``counted=None`` leaves the loss as it is."""
+    (docs/anchor.md 6.4); ``counted=None`` leaves the loss as it is."""
     if counted is None:
         return sample_loss
     return sample_loss / (counted.float().sum(dim=1) + 0.1)

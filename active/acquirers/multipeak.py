@@ -1,4 +1,4 @@
-"""Multi-peak entropy (anchor.md 6.3; after Liu & Ferrari, ICCV 2017) on the last stack's heatmaps.
+"""Multi-peak entropy (docs/anchor.md 6.3; after Liu & Ferrari, ICCV 2017) on the last stack's heatmaps.
 
 Per joint map: up to ``num_peaks`` local maxima at least ``min_distance`` apart, turned into
 probabilities, and their entropy (nats); an image scores the sum over joints (a joint with one peak

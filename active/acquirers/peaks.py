@@ -42,7 +42,7 @@ def local_peaks(
     """Peaks of every map of ``heatmaps`` (N, J, H, W), highest first (invalid slots: value -inf).
 
     ``fallback_argmax``: a map with no peak (e.g. its maximum lies in the excluded border) gets its
-    global maximum as its one peak, so that no joint is left without a location (anchor.md B11).
+    global maximum as its one peak, so that no joint is left without a location (docs/anchor.md B11).
     """
     h = heatmaps.float()
     n, j, rows, cols = h.shape
@@ -99,7 +99,7 @@ def _spaced_peaks(
 def peak_probabilities(peaks: Peaks, weights: PeakWeights = "softmax") -> Tensor:
     """(N, J, K) probabilities over each map's valid peaks (0 on invalid slots; rows with none: 0).
 
-    softmax: of the raw peak values (the anchor, anchor.md 6.3); normalise: the values divided by
+    softmax: of the raw peak values (the anchor, docs/anchor.md 6.3); normalise: the values divided by
     their sum (Liu & Ferrari, ICCV 2017), which does not depend on the heatmaps' scale (B10).
     """
     if weights == "softmax":

@@ -1,4 +1,4 @@
-"""Random acquisition (anchor.md 6.1): uniform without replacement from the unlabelled pool.
+"""Random acquisition (docs/anchor.md 6.1): uniform without replacement from the unlabelled pool.
 
 Unlike the anchor (unseeded), the draw uses only ``ctx.rng``, so a seed fixes the picks.
 """

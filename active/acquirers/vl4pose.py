@@ -1,4 +1,4 @@
-"""VL4Pose (Shukla et al., BMVC 2022; anchor.md 6.8): skeleton likelihood from a link-length head.
+"""VL4Pose (Shukla et al., BMVC 2022; docs/anchor.md 6.8): skeleton likelihood from a link-length head.
 
 A head predicts, per skeleton link l, a mean length mu_l and a log-variance s_l (heatmap pixels);
 it is trained with the Gaussian NLL of the true link length (distance between the ground-truth

@@ -1,6 +1,6 @@
 """The LearningLoss++ analysis: true per-image losses as Gamma(k, Θ) with integer shape k.
 
-Facts from the LearningLoss++ poster (Shukla, CVPR-W 2021; ``shared/spec/papers.md``): true losses
+Facts from the LearningLoss++ poster (Shukla, CVPR-W 2021; ``docs/acquirers.md``, the two papers in formulas): true losses
 follow a Gamma distribution, two images' losses are often close, and the LL++ gradient with
 respect to a predicted loss is ``q_i − p_i`` (``p`` = the pair's normalised true losses, ``q`` =
 softmax of the predicted pair), while Learning Loss's is a constant (±1) whenever its margin
@@ -38,7 +38,7 @@ from hourglass.errors import AlposeError
 
 K_MAX = 10_000  # largest shape accepted (the sums are O(k) per δ)
 
-# The poster's Table 1: δ -> P(|X − Y| ≤ δ) for its fitted Gamma (shared/spec/papers.md).
+# The poster's Table 1: δ -> P(|X − Y| ≤ δ) for its fitted Gamma (docs/acquirers.md).
 POSTER_TABLE1: tuple[tuple[float, float], ...] = (
     (0.02, 0.094),
     (0.04, 0.185),

@@ -40,7 +40,7 @@ from hourglass.io import atomic_path
 METRIC_FLAGS = {"standard": "pckh_standard", "paper": "pckh_paper"}
 DEFAULT_REFERENCE = "random"
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAPER_TABLES = REPO / "results" / "paper_tables.csv"
 PAPER_DATASETS = ("mpii", "lsp")
 PAPER_SOURCE = "EGL++ (WACV 2022) tables"

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from active.analysis import figures, report_page
+from active.analysis import figures, report_page, run_diagnostics
 from active.cli.options import add_pool_pass_flags
 from hourglass.errors import AlposeError
 from hourglass.io import atomic_path
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         rescore=not args.no_rescore,
     )
-    out_dir = report_page.diag.diagnostics_dir(args.run_dir)
+    out_dir = run_diagnostics.diagnostics_dir(args.run_dir)
     written = report_page.write_csvs(ins, out_dir)
     page, pngs = report_page.build_page(ins, args.tiles)
     for name, png in pngs.items():

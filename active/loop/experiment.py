@@ -81,7 +81,7 @@ def pool_subsample_of(acquirer: Any, experiment_wide: int | None) -> int | None:
 
 @dataclass
 class TrainingProtocol:
-    """How cycles train and where they are judged (``protocol.*``; see DESIGN.md).
+    """How cycles train and where they are judged (``protocol.*``; docs/conventions.md 8).
 
     paper: warm start, best epoch chosen on the report split and reported there (the anchor, B7).
     standard: cold or warm start, best epoch chosen on a fixed held-out slice of the labelled data,

@@ -2,7 +2,7 @@
 
 Cycle 0 is trained once per seed and shared by every acquirer, so its pose weights must not move.
 The head therefore trains alone on the shared model's detached outputs over the labelled set (the
-anchor's separate aux-only run, anchor.md 4), with the pose net in eval mode: unlike the anchor's
+anchor's separate aux-only run, docs/anchor.md 4), with the pose net in eval mode: unlike the anchor's
 run (B15) its BatchNorm statistics do not drift, so the model that selects and the model the next
 cycle starts from are exactly the shared cycle-0 model. Same batches and augmentation as ``fit``;
 Adam at the training learning rate, constant (the anchor's aux lr never decays, B14); the last

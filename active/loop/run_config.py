@@ -52,8 +52,15 @@ ADDED_DEFAULTS = {
     "train.epoch_checkpoint": False,
     "numerics": "native",
 }
-# Settings that change speed, memory or crash-safety but not the numbers.
-FREE_DOTTED_KEYS = {"train.epoch_checkpoint", "train.prefetch", "dataset.in_memory"}
+# Settings that change speed, memory or crash-safety but not the numbers, and where a real set's
+# photos are read from (like paths.data: its cache is named by the settings, not the folder).
+FREE_DOTTED_KEYS = {
+    "train.epoch_checkpoint",
+    "train.prefetch",
+    "dataset.in_memory",
+    "dataset.root",
+    "dataset.lspet",
+}
 AUGMENT_PATH = "train.augment.path"  # compared as resolved for the device: auto = sample on a CPU
 _MAIN = "ALPOSE_RUN_MAIN"  # host:pid of the `alpose run` process, to tell launcher workers apart
 

@@ -1,4 +1,4 @@
-"""The paper crop (anchor.md 2.2-2.3) as affine maps, and cutting stored windows out of photos.
+"""The paper crop (docs/anchor.md 2.2-2.3) as affine maps, and cutting stored windows out of photos.
 
 Pixel coordinates are 0-based with pixel centres on integers (as OpenCV); every map is a (2, 3)
 affine matrix, batched as (B, 2, 3). A person's *window* is the centre of its joint box and its
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# anchor.md 2.2: training draws s ~ U(1.5, 2.0); evaluation uses s = 1.75.
+# docs/anchor.md 2.2: training draws s ~ U(1.5, 2.0); evaluation uses s = 1.75.
 PAPER_TRAIN_SCALE = (1.5, 2.0)
 PAPER_EVAL_SCALE = 1.75
 

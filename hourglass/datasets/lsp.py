@@ -1,11 +1,11 @@
 """LSP (``joints.mat`` 3x14x2000) and LSP Extended (``joints.mat`` 14x3x10000) readers.
 
-anchor.md 1.2: LSP's flag is 1 = occluded (inverted here to 1 = visible); the first 1,000 images
+docs/anchor.md 1.2: LSP's flag is 1 = occluded (inverted here to 1 = visible); the first 1,000 images
 train, the last 1,000 test. LSPET's flag is 1 = annotated; flag-0 coordinates are garbage, so
 those joints are absent (-1). All LSPET images train. Coordinates are MATLAB pixels (1-based);
-they become 0-based. The normaliser is the standard torso ||l_sho - r_hip|| (metrics.md 3), or the
+they become 0-based. The normaliser is the standard torso ||l_sho - r_hip|| (docs/conventions.md 3), or the
 other diagonal when a joint of it is unannotated (LSPET), else nan (the person is not scored).
-``joint_order="mpii"`` maps to MPII's 16 (metrics.md 5; pelvis and thorax synthesised as the hip
+``joint_order="mpii"`` maps to MPII's 16 (docs/conventions.md 5; pelvis and thorax synthesised as the hip
 and shoulder midpoints, as bearpaw/pytorch-pose ``gen_lsp.m`` does) for a shared model head.
 """
 
@@ -23,7 +23,7 @@ from hourglass.joints import LSP_JOINTS, LSP_TO_MPII, MPII_JOINTS
 from hourglass.metrics import LSP_L_HIP, LSP_L_SHOULDER, LSP_R_HIP, LSP_R_SHOULDER
 
 TRAIN, TEST = SPLIT_NAMES.index("train"), SPLIT_NAMES.index("test")
-LSP_TRAIN = 1000  # anchor.md 1.2: LSP[0:1000] train, LSP[1000:2000] test
+LSP_TRAIN = 1000  # docs/anchor.md 1.2: LSP[0:1000] train, LSP[1000:2000] test
 
 
 def _load_joints(path: Path) -> np.ndarray:

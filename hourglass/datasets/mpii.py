@@ -1,6 +1,6 @@
 """MPII Human Pose: the official ``RELEASE`` .mat (scipy) or Newell's ``annot/{train,valid}.h5``.
 
-Persons as the anchor reads them (anchor.md 1.1): training images only, the ``single_person``
+Persons as the anchor reads them (docs/anchor.md 1.1): training images only, the ``single_person``
 rectangles, one sample per person with ``annopoints``; a missing ``is_visible`` counts as visible;
 the PCKh normaliser is the full head-box diagonal. Validation is Newell's split: ``paper``
 protocol puts every selected person of the 2,729 validation images there (the anchor's per-image

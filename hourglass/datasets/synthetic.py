@@ -48,7 +48,7 @@ FAMILY_NAMES: tuple[str, ...] = (
     "lying",
     "inverted",
 )
-# Long-tailed default mixture (brief; prototype in shared/spec/quickstart_notes.md).
+# Long-tailed default mixture (docs/studies/2026-11-22-quickstart-design.md).
 DEFAULT_FAMILY_WEIGHTS: dict[str, float] = {
     "standing": 0.40,
     "walking": 0.30,

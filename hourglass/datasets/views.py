@@ -118,7 +118,7 @@ def target_joints(data: PoseCache, joints: np.ndarray, vis: np.ndarray) -> np.nd
     """Joints with the anchor's head-top pull (lambda = ``data.target_head_pull``) where set.
 
     head_top := lambda * head_top + (1 - lambda) * upper_neck where both are annotated
-    (anchor.md 1.1); the visibility flags are kept (the anchor's blend of them is its bug B12).
+    (docs/anchor.md 1.1); the visibility flags are kept (the anchor's blend of them is its bug B12).
     """
     lam = float(data.target_head_pull or 0.0)
     if lam <= 0 or lam >= 1 or joints.shape[1] != 16:

@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from real_fixtures import fixture_cache, write_photo
+from helpers.real_fixtures import fixture_cache, write_photo
 
 from hourglass.datasets.real_cache import report_path
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures are parameters named like the imported data_dir fixture)
 """Faults: SIGKILL in training, in acquisition and in a state write; a failed (disk-full) write; a
 corrupt checkpoint; a changed config. Each one loses nothing finished and ends, after a rerun,
 with exactly the numbers of an uninterrupted run (CPU).
@@ -20,8 +19,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
-from test_experiment import data_dir, results, rows, run_in_process, smoke  # noqa: F401 (data_dir is a fixture)
+from helpers.paths import REPO
+from helpers.runs import results, rows, run_in_process, smoke
 
 # One cell: cycle 0 (shared), 1 and 2; one torch thread everywhere (the same sums in every process,
 # and less CPU on shared cores).

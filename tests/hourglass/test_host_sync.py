@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import small_config
+from helpers.paths import REPO
+from helpers.training import small_config
 
 from hourglass.augment import AugmentConfig
 from hourglass.evaluate import predict_coords
@@ -20,7 +21,7 @@ from hourglass.train import TrainConfig, fit, selection_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
-PACKAGE = str(Path(__file__).resolve().parents[1] / "hourglass")
+PACKAGE = str(REPO / "hourglass")
 CONVERSIONS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 
 

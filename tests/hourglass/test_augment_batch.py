@@ -4,8 +4,8 @@ same distributions, real caches cut exactly as before, and fit runs and is deter
 import numpy as np
 import pytest
 import torch
-from real_fixtures import fixture_cache
-from test_train import tiny_fit
+from helpers.real_fixtures import fixture_cache
+from helpers.training import tiny_fit
 
 from hourglass.augment import AugmentConfig, PoseAugmenter, albumentations_affine, jitter_maps
 from hourglass.augment_batch import BatchAugmenter, device_batch, warp_crops

@@ -34,6 +34,15 @@ def test_a_new_key_away_from_its_old_default_is_named_and_a_free_one_is_not():
     assert "train.lr" in config_differences(stored, new)
 
 
+def test_moving_a_real_datasets_folder_keeps_its_results_but_another_crop_does_not():
+    stored, new = stored_and_new()
+    stored["dataset"] = {"name": "lspet_mini", "root": "/old/copy/lsp", "size": 128}
+    new["dataset"] = {"name": "lspet_mini", "root": "data/lspet", "size": 128}
+    assert config_differences(stored, new) == []
+    new["dataset"]["size"] = 64
+    assert config_differences(stored, new) == ["dataset.size"]
+
+
 def test_acquirer_settings_override_one_named_acquirer_only():
     from omegaconf import OmegaConf
 

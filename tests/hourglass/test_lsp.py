@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import scipy.io
-from real_fixtures import write_photo
+from helpers.real_fixtures import write_photo
 
 from hourglass.datasets import lsp
 from hourglass.datasets.cache import SPLIT_NAMES

@@ -9,9 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, tiny_overrides
+from helpers.paths import REPO
+from helpers.runs import alpose, smoke
+from helpers.tiny import tiny_overrides
 from scipy.stats import spearmanr
-from test_experiment import alpose, smoke
 
 from active.acquirers.base import AcquisitionContext
 from active.acquirers.egl import (

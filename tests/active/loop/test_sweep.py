@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO
+from helpers.paths import REPO
 
 import active.loop.experiment  # noqa: F401  (imported before the forks below, not in each of them)
 from active.loop import gpu_claim, runner

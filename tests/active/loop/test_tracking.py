@@ -9,7 +9,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import REPO
+from helpers.paths import REPO
 from omegaconf import OmegaConf
 
 from active.loop import tracking

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures are parameters named like the imported data_dir fixture)
 """Bad input: each case exits non-zero with exactly one ``error:`` line that says what to do, and
 leaves a finished run beside it untouched. ``alpose --verbose`` adds the traceback.
 
@@ -13,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_experiment import data_dir, run_in_process, smoke  # noqa: F401 (data_dir is a fixture)
+from helpers.runs import run_in_process, smoke
 
 CELL = ["acquirers=[random]", "seeds=[0]", "cycles=1", "threads=1"]
 

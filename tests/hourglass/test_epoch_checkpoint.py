@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from test_train import small_config
+from helpers.training import small_config
 
 from hourglass.augment import AugmentConfig
 from hourglass.model import StackedHourglass

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.runs import alpose, smoke
 from scipy.stats import spearmanr
-from test_experiment import alpose, smoke
 
 ACQUIRERS = ("coreset", "multipeak", "random")
 

@@ -1,73 +1,12 @@
 """The cycle loop: pairing, determinism, resume after SIGKILL, and refusals with one clear line."""
 
-import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import REPO
-
-TIMING = {"train_seconds", "acquisition_seconds"}
-
-
-def alpose(*args, wait=True):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, str(REPO / "scripts" / "alpose"), *map(str, args)]
-    if not wait:
-        return subprocess.Popen(
-            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-
-
-def smoke(runs, data, *extra):
-    return [
-        "run",
-        "experiment=smoke",
-        f"paths.runs={runs}",
-        f"paths.data={data}",
-        "progress=false",
-        *extra,
-    ]
-
-
-def run_in_process(runs, data, *extra) -> None:
-    """``alpose run experiment=smoke ...`` in this process; torch's thread count is restored
-    (``threads=1`` would otherwise hold for the rest of the session)."""
-    import torch
-
-    from active.cli.main import main
-
-    threads = torch.get_num_threads()
-    try:
-        assert main(smoke(runs, data, *extra)) == 0
-    finally:
-        torch.set_num_threads(threads)
-
-
-def rows(path):
-    with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)]
-
-
-def results(root):
-    """Every metrics.csv (timing columns dropped) and every selection file under an experiment."""
-    out = {}
-    for path in sorted(root.rglob("metrics.csv")):
-        out[str(path.relative_to(root))] = rows(path)
-    for path in sorted(root.rglob("selections/*.npy")):
-        out[str(path.relative_to(root))] = np.load(path).tolist()
-    return out
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("smoke-data")
+from helpers.runs import alpose, results, rows, smoke
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +131,7 @@ def test_unknown_generator_knob_is_one_line_in_run_and_prepare(tmp_path, data_di
 def _offered(tmp_path, data_dir, name, *extra):
     """Run a one-seed smoke experiment with the recording acquirer; return what each cycle offered."""
     log = tmp_path / f"{name}.jsonl"
-    target = "acquirer._target_=tests.recording_acquirer.UnlabelledRecorder"
+    target = "acquirer._target_=tests.helpers.recording_acquirer.UnlabelledRecorder"
     r = alpose(
         *smoke(tmp_path / name, data_dir, "acquirers=[]", "seeds=[0]", target),
         f"+acquirer.out={log}",

@@ -9,8 +9,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from real_fixtures import fixture_cache
-from test_train import tiny_fit
+from helpers.real_fixtures import fixture_cache
+from helpers.training import tiny_fit
 
 from hourglass import feeder
 from hourglass.augment import AugmentConfig, PoseAugmenter

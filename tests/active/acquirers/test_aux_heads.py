@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers.runs import alpose, results, rows, smoke
 from scipy.stats import spearmanr
-from test_experiment import alpose, results, rows, smoke
 
 from active.acquirers.learning_loss import LearningLossAcquirer, true_and_predicted_losses
 from active.loop.head_training import fit_head_frozen

@@ -4,7 +4,7 @@ pixels as cropping the photo directly, the synthetic path is untouched, real MPI
 import cv2
 import numpy as np
 import pytest
-from real_fixtures import PALETTE, grid_pose, person_table, write_photo
+from helpers.real_fixtures import PALETTE, grid_pose, person_table, write_photo
 
 from hourglass.augment import AugmentConfig, PoseAugmenter
 from hourglass.datasets import crops

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import tiny_overrides
+from helpers.tiny import tiny_overrides
 from scipy import integrate, stats
 
 from active.analysis import loss_gamma

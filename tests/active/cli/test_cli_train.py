@@ -7,7 +7,8 @@ import sys
 
 import cv2
 import pytest
-from conftest import REPO, TINY_SYNTHETIC, tiny_overrides
+from helpers.paths import REPO
+from helpers.tiny import TINY_SYNTHETIC, tiny_overrides
 
 
 def run_alpose(*args, cwd):

@@ -17,7 +17,7 @@ from active.analysis.fingerprint import fingerprint, first_difference, read_csv
 from hourglass import numerics
 from hourglass.environment import changes, cpu_level
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "smoke.csv"
 # What a CPU without AVX-512 gives every library, written out here rather than taken from
 # hourglass.numerics, so that a limit missing there shows up as different weights.
@@ -154,8 +154,7 @@ def test_resume_under_another_torch_warns_and_is_recorded(cli, tiny_data_dir, tm
     """The environment block is in the stored config; a resumed run whose torch differs from
     the stored one prints one warning line naming it, and `alpose status` shows both."""
     import torch
-
-    from tests.conftest import tiny_overrides
+    from helpers.tiny import tiny_overrides
 
     args = ["run", "experiment=smoke", "acquirers=[random]", "seeds=[0]", "cycles=1"]
     args += ["epochs_first=1", "epochs_later=1", "jobs=1", *tiny_overrides(tiny_data_dir, tmp_path)]

@@ -1,0 +1,1 @@
+"""Helpers the tests share: paths, the tiny synthetic set, CLI runs, small fits, fixture files."""
