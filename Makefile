@@ -31,7 +31,7 @@ train-demo: install  ## one training run of the small hourglass on the synthetic
 	$(BIN)/alpose prepare synthetic
 	$(BIN)/alpose train
 
-test: install  ## the test suite (4 min 48 s on 2 quiet cores after the install, on a fresh clone)
+test: install  ## the test suite (its time on a fresh clone: README)
 	$(BIN)/python -m pytest -q
 
 gpu-check: install  ## the GPU self-test (tests marked gpu, a few minutes on one GPU), then a summary

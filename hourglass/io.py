@@ -94,7 +94,7 @@ _kill_hits: dict[str, int] = {}
 
 def kill_point(name: str) -> None:
     """TEST ONLY: SIGKILL this process at the n-th pass of point ``name`` when
-    ``ALPOSE_TEST_KILL_AT=name[:n]`` is set (tests/test_faults.py); otherwise does nothing."""
+    ``ALPOSE_TEST_KILL_AT=name[:n]`` is set (tests/active/loop/test_faults.py); otherwise does nothing."""
     spec = os.environ.get(KILL_ENV)
     if not spec:
         return

@@ -136,7 +136,9 @@ def _mpii_gt_from(
     _expect_shape(missing, f"(16, {n})", missing.shape == (16, n), path, MPII_GT_VARS[1])
     _expect_shape(boxes, f"(2, 2, {n})", boxes.shape == (2, 2, n), path, MPII_GT_VARS[2])
     gt = pos.transpose(2, 0, 1).astype(np.float64)
-    scored = missing.T == 0  # docs/conventions.md 2.1: mask = 1 - jnt_missing (occluded joints count)
+    scored = (
+        missing.T == 0
+    )  # docs/conventions.md 2.1: mask = 1 - jnt_missing (occluded joints count)
     head_boxes = boxes.transpose(2, 0, 1).reshape(n, 4).astype(np.float64)  # x1, y1, x2, y2
     return gt, scored, head_boxes
 

@@ -2,7 +2,7 @@
 
 Run it after a deliberate change to the numbers (training, data, an acquirer), and commit the
 file in the same commit: ``.venv/bin/python scripts/golden.py``. It runs the smoke experiment
-under portable numerics in a temporary folder (about 10 s on 2 cores) and writes one row per
+under portable numerics in a temporary folder and writes one row per
 (acquirer, seed, cycle) cell: PCKh, best epoch, hashes of the picked images and of the weights.
 
 ``--check`` compares instead of writing and names the first differing cell (exit 1), e.g. on an

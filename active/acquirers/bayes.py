@@ -12,7 +12,7 @@ bayes_variance: Σ_c [ (1/K) Σ_k μ_kc² − ((1/K) Σ_k μ_kc)²  (epistemic) 
 egl_ensemble: the closed form of the expected squared gradient length under the ensemble,
 Σ_c ‖∇θ f_z,c(x)‖² · (1/K) Σ_k [σ_kc² + (μ_kc − f_z,c)²], where f_z is the pose net being trained
 (its soft-argmax coordinates, last stack) and c runs over joint coordinates; for a squared-error loss
-it equals E_k E_{y~N(μ_k, σ_k²)} ‖∇θ ½(y − f_z,c)²‖² (tests/test_egl_bayes.py checks this by Monte
+it equals E_k E_{y~N(μ_k, σ_k²)} ‖∇θ ½(y − f_z,c)²‖² (tests/active/acquirers/test_egl_bayes.py checks this by Monte
 Carlo). ‖∇θ f_z,c‖² is exact over Conv2d/Linear parameters (``grad_scope="last"``: the cheap
 last-layer approximation), one forward per image (``egl_grads``).
 """

@@ -132,7 +132,8 @@ def check_sources(c: dict) -> None:
         if folder is None or not folder.is_dir():
             raise AlposeError(
                 f"{what} root {folder} does not exist; download it there (`alpose prepare "
-                f"{name} --download`) or point --root/--lspet at it"
+                f"{name} --download`) or point at your copy: --root/--lspet for `alpose prepare`, "
+                f"dataset.root=/dataset.lspet= for `alpose run` and `alpose train`"
             )
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,3 +63,13 @@ def results(root):
     for path in sorted(root.rglob("selections/*.npy")):
         out[str(path.relative_to(root))] = np.load(path).tolist()
     return out
+
+
+def kill_once_written(proc: subprocess.Popen, marker: Path, timeout: float = 300) -> None:
+    """SIGKILL ``proc`` as soon as ``marker`` exists (the run must still be going then)."""
+    deadline = time.time() + timeout
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

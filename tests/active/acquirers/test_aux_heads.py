@@ -3,13 +3,10 @@ exact resume of the head after SIGKILL, and the LearningLoss++ head ranking true
 
 from __future__ import annotations
 
-import signal
-import time
-
 import numpy as np
 import pytest
 import torch
-from helpers.runs import alpose, results, rows, smoke
+from helpers.runs import alpose, kill_once_written, results, rows, smoke
 from scipy.stats import spearmanr
 
 from active.acquirers.learning_loss import LearningLossAcquirer, true_and_predicted_losses
@@ -78,12 +75,7 @@ def test_resume_after_sigkill_restores_the_head_exactly(reference, tmp_path, dat
     args = smoke(tmp_path, data_dir, "acquirers=[learning_loss_pp,vl4pose]", *WARM)
     proc = alpose(*args, wait=False)
     marker = tmp_path / "smoke" / "learning_loss_pp" / "seed_0" / "checkpoints" / "cycle_1.pt"
-    deadline = time.time() + 300
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_written(proc, marker)
     assert not (tmp_path / "smoke" / "vl4pose" / "seed_0" / "state.json").exists()
     r = alpose(*args)
     assert r.returncode == 0, r.stderr

@@ -1,12 +1,10 @@
 """The cycle loop: pairing, determinism, resume after SIGKILL, and refusals with one clear line."""
 
 import json
-import signal
-import time
 
 import numpy as np
 import pytest
-from helpers.runs import alpose, results, rows, smoke
+from helpers.runs import alpose, kill_once_written, results, rows, smoke
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +51,7 @@ def test_same_seed_same_selections_and_numbers(reference, tmp_path, data_dir):
 def test_resume_after_sigkill_matches_an_uninterrupted_run(reference, tmp_path, data_dir):
     proc = alpose(*smoke(tmp_path, data_dir), wait=False)
     marker = tmp_path / "smoke" / "random" / "seed_0" / "checkpoints" / "cycle_1.pt"
-    deadline = time.time() + 300
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_written(proc, marker)
     done = (tmp_path / "smoke" / "coreset" / "seed_1" / "state.json").exists()
     assert not done
     r = alpose(*smoke(tmp_path, data_dir))
