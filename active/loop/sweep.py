@@ -23,8 +23,7 @@ from typing import IO, Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from active.loop.experiment import load_state
-from active.loop.run_files import INITIAL, seed_dir
+from active.loop.run_files import INITIAL, load_state, seed_dir
 
 TRAINED = "trained cycle 0"  # the line each training of a shared cycle 0 appends to its lock file
 
