@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from hourglass import numerics
@@ -95,6 +97,27 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a scheduler, a container stop) as an exception, so that it unwinds
+    like Ctrl-C: the run stops its worker processes and exits 143 with one line."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _terminate_as_exception() -> object:
+    """Turn SIGTERM into :class:`Terminated` while a command runs; returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _restore(handler: object) -> None:
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch ``alpose <command> ...``; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -105,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    previous = _terminate_as_exception()
     try:
         numerics.apply(numerics.requested(rest))  # before any command loads torch
         if command in HYDRA_COMMANDS:
@@ -116,6 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = _load(module, attr)(parser)
             args = parser.parse_args(rest)
             return int(run(args) or 0)
+    except Terminated:
+        print(
+            "terminated (SIGTERM); finished cycles are kept, rerun the command to resume",
+            file=sys.stderr,
+        )
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -124,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except Exception as err:  # AlposeError: exit 2; anything else: exit 1; one line either way
         return report(err)
+    finally:
+        _restore(previous)
     known = ", ".join(sorted({**ARGPARSE_COMMANDS, **HYDRA_COMMANDS}))
     print(f"error: unknown command '{command}'; known commands: {known}", file=sys.stderr)
     return 2

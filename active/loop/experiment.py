@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -36,9 +36,10 @@ from active.loop.head_training import fit_head_frozen
 from active.loop.run_files import (
     INITIAL,
     CellState,
+    acquisition_seconds,
     budget_schedule,
     checkpoint_cycle,
-    first_bad_checkpoint,
+    first_damage,
     load_state,
     read_picks,
     read_rows,
@@ -46,14 +47,16 @@ from active.loop.run_files import (
     save_state,
     seed_dir,
     warn_retraining,
+    well_formed,
     write_rows,
 )
+from active.loop.sweep import FINISHED, file_lock, record, run_initial_once
 from active.loop.tracking import NullTracker, Tracker
 from hourglass.datasets.cache import PoseCache
 from hourglass.device import resolve_device
 from hourglass.errors import AlposeError
 from hourglass.evaluate import headline, predict_coords, score
-from hourglass.io import atomic_path, kill_point, save_torch
+from hourglass.io import atomic_path, kill_point, save_torch, sha256_file
 from hourglass.train import AuxiliaryHead, FitResult, TrainConfig, fit
 
 # Seed-stream tags, so that the streams of one seed never collide.
@@ -232,7 +235,10 @@ class Experiment:
         self.report_idx = data.indices(self.protocol.report_split)
         self.device = resolve_device(str(cfg.device))
         self.progress = bool(cfg.progress)
-        self.tracker: Tracker = NullTracker()  # run_cli sets one per job (logger=...)
+        self.tracker: Tracker = NullTracker()  # the runner sets one per job (logger=...)
+        # cell name (acquirer or _initial) -> identity of the config that makes it; the runner
+        # sets it (active.loop.cell_identity), and a cell made by another config is refused
+        self.identities: dict[str, str] = {}
 
     # -- one cycle -------------------------------------------------------------------------
     def _selection_indices(self, labelled: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -294,23 +300,43 @@ class Experiment:
         kill_point("train")  # test-only fault injection (hourglass/io.py)
 
     def resume_state(self, folder: Path, seed: int) -> CellState:
-        """The cell's state, sent back before its first checkpoint that is missing or no longer
-        matches the sha256 recorded in ``state.json`` (that cycle and the later ones are redone)."""
+        """The cell's state, sent back before its first cycle whose files do not check out (a
+        checkpoint, a ``metrics.csv`` row or a selection that is missing, malformed or not the
+        one ``state.json`` recorded): that cycle and the later ones are redone, with one warning."""
         state = load_state(folder)
-        bad = first_bad_checkpoint(folder, state)
-        if bad is None:
+        last = self.plan.cycles - 1
+        damage = first_damage(folder, state, last)
+        if damage is None:
             return state
-        cycle = checkpoint_cycle(bad)
-        warn_retraining(folder / bad, cycle)
+        cycle, why = damage
+        if cycle > last:  # counted cycles beyond the plan; everything up to its end checks out
+            warn_retraining(why, last + 1)
+            return dataclasses.replace(state, cycle=last)
+        warn_retraining(why, cycle)
         if cycle == 0:
-            return CellState()
+            return CellState(config=state.config)
         picks = [read_picks(folder, c) for c in range(1, cycle + 1)]
         initial = initial_labelled(self.initial_pool, self.plan.budgets[0], seed)
         labelled = np.unique(np.concatenate([initial, *picks]))
-        row = [r for r in read_rows(folder / "metrics.csv") if int(r["cycle"]) == cycle]
-        seconds = float(row[0]["acquisition_seconds"]) if row else 0.0
-        kept = {k: v for k, v in state.checkpoints.items() if checkpoint_cycle(k) < cycle}
-        return CellState(cycle - 1, labelled.tolist(), seconds, kept)
+        return CellState(
+            cycle - 1,
+            labelled.tolist(),
+            acquisition_seconds(folder / "metrics.csv", cycle),
+            {k: v for k, v in state.checkpoints.items() if checkpoint_cycle(k) < cycle},
+            {k: v for k, v in state.rows.items() if int(k) < cycle},
+            {k: v for k, v in state.selections.items() if checkpoint_cycle(k) <= cycle},
+            state.config,
+        )
+
+    def check_identity(self, folder: Path, state: CellState, name: str) -> None:
+        """Refuse a started cell whose ``state.json`` records another config than this run's."""
+        want = self.identities.get(name)
+        if want and state.config and state.cycle >= 0 and state.config != want:
+            raise AlposeError(
+                f"{folder} was made by another config than this run's (state.json records config "
+                f"{state.config[:12]}, this run's is {want[:12]}); rerun with the config that made "
+                "it, move the folder aside, or start afresh with fresh=true"
+            )
 
     def initial_head(
         self, acquirer: Any, model: torch.nn.Module, seed: int, labelled: np.ndarray, folder: Path
@@ -366,14 +392,17 @@ class Experiment:
 
     # -- cells -----------------------------------------------------------------------------
     def run_initial(self, seed: int) -> None:
-        """Cycle 0 of ``seed`` (shared by every acquirer); skipped when already done."""
+        """Cycle 0 of ``seed`` (shared by every acquirer); skipped when done and intact.
+
+        Call it under the seed's cycle-0 lock (:func:`active.loop.sweep.run_initial_once`)."""
         folder = seed_dir(self.root.parent, self.root.name, INITIAL, seed)
         state = load_state(folder)
-        bad = first_bad_checkpoint(folder, state)
-        if state.cycle >= 0 and bad is None:
+        self.check_identity(folder, state, INITIAL)
+        damage = first_damage(folder, state, 0) if state.cycle >= 0 else None
+        if state.cycle >= 0 and damage is None:
             return
-        if state.cycle >= 0:
-            warn_retraining(folder / bad, 0)
+        if damage is not None:
+            warn_retraining(damage[1], 0)
         remove_stale_temporaries(folder)
         labelled = initial_labelled(self.initial_pool, self.plan.budgets[0], seed)
         model, result, _ = self.train_cycle(
@@ -382,28 +411,44 @@ class Experiment:
         row = self._row(0, len(labelled), result, self.evaluate(model), 0.0)
         digest = save_torch(folder / "checkpoints" / "cycle_0.pt", {"model": result.best_state})
         epoch_path(folder, 0).unlink(missing_ok=True)
-        write_rows(folder / "metrics.csv", [row], self.data.joint_names)
-        save_state(folder, CellState(0, labelled.tolist(), 0.0, {"checkpoints/cycle_0.pt": digest}))
+        rows = write_rows(folder / "metrics.csv", [row], self.data.joint_names)
+        checkpoints = {"checkpoints/cycle_0.pt": digest}
+        identity = self.identities.get(INITIAL, "")
+        save_state(folder, CellState(0, labelled.tolist(), 0.0, checkpoints, rows, {}, identity))
 
     def initial_done(self, seed: int) -> bool:
-        """Whether ``seed``'s shared cycle 0 is finished and its checkpoint is intact."""
+        """Whether ``seed``'s shared cycle 0 is finished and its files check out."""
         folder = seed_dir(self.root.parent, self.root.name, INITIAL, seed)
         state = load_state(folder)
-        return state.cycle >= 0 and first_bad_checkpoint(folder, state) is None
+        return state.cycle >= 0 and first_damage(folder, state, 0) is None
 
     def run_cell(self, name: str, seed: int) -> None:
-        """All cycles of (acquirer ``name``, ``seed``), from its last finished cycle on."""
+        """All cycles of (acquirer ``name``, ``seed``), from its last finished cycle on, under the
+        cell's lock (``<acquirer>/seed_<s>.lock``): a second process on the same cell waits, with
+        one line, and then finds it done."""
         folder = seed_dir(self.root.parent, self.root.name, name, seed)
+        with file_lock(folder.with_name(f"{folder.name}.lock"), f"{name} seed {seed}") as handle:
+            self._run_cell(name, seed, folder, handle)
+
+    def _run_cell(self, name: str, seed: int, folder: Path, lock: IO[str]) -> None:
         initial = seed_dir(self.root.parent, self.root.name, INITIAL, seed)
+        loaded = load_state(folder)
+        self.check_identity(folder, loaded, name)
         state = self.resume_state(folder, seed)
-        remove_stale_temporaries(folder)
-        rows = [r for r in read_rows(folder / "metrics.csv") if int(r["cycle"]) <= state.cycle]
+        if state != loaded and state.cycle >= 0:
+            save_state(folder, state)  # the repaired resume point, before any file is rewritten
+        remove_stale_temporaries(folder)  # the lock holder is the folder's only writer
+        rows = [
+            r
+            for r in read_rows(folder / "metrics.csv")
+            if well_formed(r) and int(r["cycle"]) <= state.cycle
+        ]
         acquirer = self.acquirers[name]
-        checkpoints = dict(state.checkpoints)
+        checkpoints, selections = dict(state.checkpoints), dict(state.selections)
         for cycle in range(state.cycle + 1, self.plan.cycles):
             head, head_seconds = None, 0.0
             if cycle == 0:
-                self.run_initial(seed)
+                run_initial_once(self, seed)
                 rows = read_rows(initial / "metrics.csv")
                 labelled = np.asarray(load_state(initial).labelled, np.int64)
                 checkpoint = initial / "checkpoints" / "cycle_0.pt"
@@ -424,7 +469,7 @@ class Experiment:
                 if cycle == 1:
                     previous, previous_aux = initial / "checkpoints" / "cycle_0.pt", previous
                     if self.protocol.warm_start:
-                        self.run_initial(seed)  # retrains it if its checkpoint went bad
+                        run_initial_once(self, seed)  # retrains it if its files went bad
                 model, result, head = self.train_cycle(
                     seed,
                     cycle,
@@ -457,9 +502,20 @@ class Experiment:
                     acquirer, model, labelled, seed, cycle + 1, k, folder, aux_module
                 )
                 seconds += head_seconds
-            write_rows(folder / "metrics.csv", rows, self.data.joint_names)
-            state = CellState(cycle, np.asarray(next_labelled).tolist(), seconds, dict(checkpoints))
+                name_ = f"selections/cycle_{cycle + 1}.npy"
+                selections[name_] = sha256_file(folder / name_)
+            digests = write_rows(folder / "metrics.csv", rows, self.data.joint_names)
+            state = CellState(
+                cycle,
+                np.asarray(next_labelled).tolist(),
+                seconds,
+                dict(checkpoints),
+                digests,
+                dict(selections),
+                self.identities.get(name, ""),
+            )
             save_state(folder, state)
+            record(lock, f"{FINISHED} {cycle} of {name} seed {seed}")
             self.tracker.cycle_done(folder, cycle)
 
     def acquire(

@@ -10,19 +10,25 @@ tracks each job (:mod:`active.loop.tracking`).
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from active.acquirers.registry import build_acquirer
 from active.loop import plan
+from active.loop.cell_identity import cell_identity
 from active.loop.experiment import Experiment
 from active.loop.gpu_claim import claimed_device
 from active.loop.run_config import (
@@ -40,6 +46,8 @@ from hourglass.datasets.registry import cache_path, load_dataset
 from hourglass.datasets.synthetic_cache import write_synthetic_cache
 from hourglass.errors import AlposeError
 from hourglass.factories import build_model, train_config
+
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for this process when its parent dies
 
 
 def load_data(cfg: DictConfig):
@@ -83,7 +91,12 @@ def build_experiment(cfg: DictConfig):
     train_cfg = train_config(
         cfg if cfg.get("seed") is not None else OmegaConf.merge(cfg, {"seed": 0})
     )
-    return Experiment(cfg, data, factory, train_cfg, built, root), acquirers
+    experiment = Experiment(cfg, data, factory, train_cfg, built, root)
+    experiment.identities = {
+        INITIAL: cell_identity(cfg, None),
+        **{name: cell_identity(cfg, node) for name, node in acquirers.items()},
+    }
+    return experiment, acquirers
 
 
 def _acquirer_choice() -> str | None:
@@ -145,6 +158,43 @@ def tracked(
     finally:
         experiment.tracker = NullTracker()
         tracker.finish()
+
+
+def die_with(parent: int) -> None:
+    """Worker initializer: the worker dies with its parent, however the parent ends (Linux's
+    parent-death signal, and a thread that watches the parent where that is missing), and leaves
+    SIGINT to the parent, which stops its workers itself (:func:`stop_workers`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing semaphore, which a killed worker could never hand
+    # back; a worker prints no bars (progress=false), a thread lock is all it needs
+    tqdm.set_lock(threading.RLock())
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="alpose-parent-watch", daemon=True).start()
+
+
+def stop_workers(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
+    """Stop every worker of ``pool`` now: SIGTERM, up to ``grace`` seconds to end, then SIGKILL.
+    Whatever a worker was writing stays a temporary file, which the cell's next owner removes."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # CPython's pid -> Process
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+    deadline = time.monotonic() + grace
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            worker.kill()
+            worker.join(1.0)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _worker(
@@ -223,7 +273,10 @@ def _run_cells(cfg: DictConfig, curves: CurvePlotter | None) -> Path:
         threads = worker_threads(cfg)
         cfg_yaml = OmegaConf.to_yaml(cfg, resolve=True)
         phases = [[("", s) for s in seeds], [(n, s) for s in seeds for n in names]]
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(
+            jobs, mp_context=get_context("spawn"), initializer=die_with, initargs=(os.getpid(),)
+        )
+        try:
             for phase in phases:
                 for name, seed in pool.map(
                     _worker,
@@ -234,6 +287,10 @@ def _run_cells(cfg: DictConfig, curves: CurvePlotter | None) -> Path:
                 ):
                     if name:
                         print(f"  done: {name} seed {seed}", flush=True)
+        except BaseException:  # SIGINT, SIGTERM (as an exception, see active.cli.main), a failure
+            stop_workers(pool)
+            raise
+        pool.shutdown()
     print(
         f"finished in {(time.perf_counter() - t0) / 60:.1f} min; `alpose table {root}` summarises it"
     )

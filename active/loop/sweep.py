@@ -26,6 +26,9 @@ from hydra.types import RunMode
 from active.loop.run_files import INITIAL, load_state, seed_dir
 
 TRAINED = "trained cycle 0"  # the line each training of a shared cycle 0 appends to its lock file
+FINISHED = (
+    "finished cycle"  # the line each finished cycle of a cell appends to the cell's lock file
+)
 
 
 @contextmanager
@@ -62,13 +65,17 @@ def run_initial_once(experiment: Any, seed: int) -> bool:
         if done(seed) if done is not None else load_state(folder).cycle >= 0:
             return False
         experiment.run_initial(seed)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        handle.write(
-            f"{TRAINED} of seed {seed}: pid {os.getpid()} on {socket.gethostname()} at {stamp}\n"
-        )
-        handle.flush()
-        os.fsync(handle.fileno())
+        record(handle, f"{TRAINED} of seed {seed}")
         return True
+
+
+def record(handle: IO[str], what: str) -> None:
+    """Append ``what`` with this process, host and time to a held lock file (durably), so that
+    double work of parallel processes can be counted afterwards."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    handle.write(f"{what}: pid {os.getpid()} on {socket.gethostname()} at {stamp}\n")
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 @dataclass(frozen=True)
