@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,7 +33,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as sps
 
-from active.loop.run_files import INITIAL, METRIC_COLUMNS
+from active.loop.run_files import INITIAL, METRIC_COLUMNS, well_formed
 from hourglass.errors import AlposeError
 
 Alternative = Literal["beats-reference", "reference-better"]
@@ -127,7 +128,9 @@ class CurveAUC:
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
-    """Rows of one ``metrics.csv``; raise AlposeError when its required columns are missing."""
+    """The well-formed rows of one ``metrics.csv``; raise AlposeError when its required columns
+    are missing. A malformed row (cut short, a cell that is not a number) is left out with one
+    warning line, never read as a budget: ``alpose run`` redoes its cycle."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ("cycle", "labelled", *METRICS) if c not in (reader.fieldnames or [])]
@@ -136,7 +139,15 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
                 f"{path} lacks column(s) {', '.join(missing)}; expected the layout of "
                 f"active/loop/run_files.py ({','.join(METRIC_COLUMNS)},...)"
             )
-        return list(reader)
+        rows = list(reader)
+    good = [r for r in rows if well_formed(r) and None not in r]  # None: more cells than columns
+    if len(good) < len(rows):
+        print(
+            f"warning: {path}: {len(rows) - len(good)} malformed row(s) left out; rerun "
+            "`alpose run` with the same command to redo their cycles",
+            file=sys.stderr,
+        )
+    return good
 
 
 def to_float(text: str | None) -> float:

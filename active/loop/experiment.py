@@ -20,6 +20,7 @@ cell's ``checkpoints/cycle_0.pt``; that pass's time counts as cycle 1's acquisit
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -310,7 +311,7 @@ class Experiment:
             return state
         cycle, why = damage
         if cycle > last:  # counted cycles beyond the plan; everything up to its end checks out
-            warn_retraining(why, last + 1)
+            print(f"warning: {why}; counting it as finished at cycle {last}", file=sys.stderr)
             return dataclasses.replace(state, cycle=last)
         warn_retraining(why, cycle)
         if cycle == 0:

@@ -210,9 +210,9 @@ def well_formed(row: dict[str, str | None]) -> bool:
     return all(row.get(c) is not None for c in METRIC_COLUMNS)
 
 
-def row_problems(path: Path, state: CellState) -> dict[int, str]:
+def row_problems(path: Path, state: CellState, last_cycle: int | None = None) -> dict[int, str]:
     """Cycle -> what is wrong with its row in ``metrics.csv`` (missing, malformed, or not the row
-    ``state.json`` recorded), for the cycles the state counts as finished."""
+    ``state.json`` recorded), for the cycles the state counts as finished (up to ``last_cycle``)."""
     found: dict[int, tuple[dict, list[str]]] = {}
     if path.is_file():
         with open(path, newline="") as f:
@@ -227,7 +227,8 @@ def row_problems(path: Path, state: CellState) -> dict[int, str]:
                 elif cells and str(cells[0]).isdigit():
                     found.setdefault(int(cells[0]), ({}, []))
     problems = {}
-    for cycle in range(state.cycle + 1):
+    upto = state.cycle if last_cycle is None else min(state.cycle, last_cycle)
+    for cycle in range(upto + 1):
         row, cells = found.get(cycle, (None, None))
         if row is None:
             problems[cycle] = f"{path} has no row for cycle {cycle}"
@@ -269,7 +270,7 @@ def first_damage(folder: Path, state: CellState, last_cycle: int) -> tuple[int, 
             problems.setdefault(
                 checkpoint_cycle(name), f"{path} is missing or its sha256 differs from state.json"
             )
-    for cycle, why in row_problems(folder / "metrics.csv", state).items():
+    for cycle, why in row_problems(folder / "metrics.csv", state, last_cycle).items():
         problems.setdefault(cycle, why)
     for cycle in range(min(state.cycle, last_cycle - 1) + 1):
         why = selection_problem(folder, cycle + 1, state)

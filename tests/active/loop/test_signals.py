@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,31 @@ def test_sigterm_stops_the_workers_and_a_rerun_matches(reference, tmp_path, data
     r = alpose(*args)
     assert r.returncode == 0, r.stderr
     assert results(tmp_path / "runs" / "smoke") == results(reference / "runs" / "smoke")
+
+
+def test_two_runs_on_one_folder_train_each_cell_once(tmp_path, data_dir):
+    """Both succeed and the cells' lock files record every cycle once (the other process waited
+    on each cell's lock, then found it done)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, str(REPO / "scripts" / "alpose"), *smoke(tmp_path / "runs", data_dir)]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    root = tmp_path / "runs" / "smoke"
+    finished = Counter()
+    for lock in root.glob("*/seed_*.lock"):
+        for line in lock.read_text().splitlines():
+            finished[(lock.parent.name, lock.stem, line.split(":")[0])] += 1
+    trained = [k for k in finished if k[0] == "_initial"]
+    cells = [k for k in finished if k[0] != "_initial"]
+    assert (
+        len(trained) == 2 and len(cells) == 2 * 2 * 3
+    )  # 2 seeds; 2 acquirers x 2 seeds x 3 cycles
+    assert set(finished.values()) == {1}, finished
+    ref = tmp_path / "reference"
+    r = alpose(*smoke(ref, data_dir))
+    assert r.returncode == 0, r.stderr
+    assert results(root) == results(ref / "smoke")
