@@ -152,8 +152,15 @@ def build_acquirer(run: OpenRun, name: str, **overrides: Any) -> Any:
     return build({**OmegaConf.to_container(node, resolve=True), **overrides})
 
 
-def orientation(acquirer: Any) -> float:
-    """+1 when the acquirer wants high scores first, -1 when it wants the lowest (priority sign)."""
+def orientation(stored: np.ndarray, acquirer: Any) -> float:
+    """+1 when the acquirer ranks high scores first, -1 when it ranks the lowest first (priority
+    sign), read from the order it stored its picks in: most wanted first, as ``select`` returns
+    them. Where that order cannot tell (fewer than two distinct scores), a
+    :class:`~active.acquirers.base.RankingAcquirer`'s ``highest`` decides, else +1."""
+    s = np.asarray(stored, np.float64)
+    rho = spearman(np.arange(len(s)), s)
+    if np.isfinite(rho) and rho != 0:
+        return 1.0 if rho < 0 else -1.0
     return 1.0 if getattr(acquirer, "highest", True) else -1.0
 
 
@@ -306,7 +313,7 @@ def diagnose(
     p = pool_pass(run, model, str(ckpt_path))
     acq = build_acquirer(run, acquirer)
     offered, rng = offered_pool(run, labelled, seed, cycle, acq)
-    sign = orientation(acq)
+    sign = orientation(stored, acq)
     pos = np.searchsorted(p.rows, offered)
     pick_pos = np.searchsorted(p.rows, picks)
     priority = np.full(len(p.rows), np.nan)
