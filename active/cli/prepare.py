@@ -16,12 +16,18 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from hourglass.checks import check, count
 from hourglass.config import load_group
 from hourglass.datasets.cache import load_cache
 from hourglass.datasets.lsp import to_mpii_order
 from hourglass.datasets.real import prepare, resolve
-from hourglass.datasets.registry import cache_path, load_dataset
-from hourglass.datasets.synthetic_cache import write_synthetic_cache
+from hourglass.datasets.registry import (
+    cache_path,
+    check_dataset_numbers,
+    load_dataset,
+    synthetic_identity,
+)
+from hourglass.datasets.synthetic_cache import check_memory, write_synthetic_cache
 from hourglass.datasets.views import model_batch
 from hourglass.errors import AlposeError
 from hourglass.preview import preview_grid, save_png
@@ -88,7 +94,8 @@ def dataset_config(args: argparse.Namespace) -> dict:
 
 
 def real_config(args: argparse.Namespace) -> dict:
-    """A real dataset's config with the flags applied (``--root``, ``--lspet``, ``--size``, ``--set``)."""
+    """A real dataset's config with the flags applied (``--root``, ``--lspet``, ``--size``, ``--set``);
+    a bad number is refused in one line (``check_dataset_numbers``)."""
     cfg = OmegaConf.to_container(load_group("dataset", args.dataset), resolve=True)
     if args.root is not None:
         cfg["root"] = args.root
@@ -98,6 +105,7 @@ def real_config(args: argparse.Namespace) -> dict:
         cfg["size"] = args.size
         cfg["store_size"] = round(args.size * 2 / 1.75)
     cfg.update(dict(_knob(k) for k in args.set))
+    check_dataset_numbers(cfg)
     return cfg
 
 
@@ -130,6 +138,7 @@ def run_real(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Render (if needed) and write the cache; draw the preview if asked."""
+    check("--workers", args.workers, count(1, what="a number of processes"), "pass --workers N")
     if args.dataset in REAL:
         return run_real(args)
     for flag in ("root", "lspet"):
@@ -139,11 +148,15 @@ def run(args: argparse.Namespace) -> int:
         raise AlposeError("--download is for real datasets; the synthetic set is rendered")
 
     cfg = dataset_config(args)
-    path = args.out or cache_path(cfg, args.data_dir)  # also checks the generator knobs
+    identity = synthetic_identity(cfg)  # refuses a bad number or generator knob in one line
+    path = args.out or cache_path(cfg, args.data_dir)
     if path.exists() and not args.force:
         print(f"cache already there: {path} (use --force to re-create it)")
         cache = load_cache(path) if args.preview else None
     else:
+        persons = sum(identity["splits"].values())
+        estimate = check_memory(identity)  # refused when it cannot fit
+        print(f"rendering {persons:,} persons at {cfg['size']} px: {estimate}", flush=True)
         t0 = time.perf_counter()
         cache = write_synthetic_cache(cfg, path, workers=args.workers)
         seconds = time.perf_counter() - t0

@@ -2,7 +2,10 @@
 
 A result folder whose stored config differs from the new one is refused, naming the differing keys
 and ``fresh=true``; settings that do not change the numbers (device, seeds, jobs, ...) may change,
-and a changed environment is recorded with one warning line.
+and a changed environment is recorded with one warning line. The stored config is the run's
+identity: a folder that holds cells (``<acquirer>/seed_<s>/state.json``) but whose ``config.yaml``
+is missing or unreadable is refused rather than given the new config. Every number of the new
+config is checked (:mod:`active.loop.validate`) before anything is stored.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from active.acquirers.registry import acquirer_config
 from active.loop.threads import runs_on_cuda, worker_threads
+from active.loop.validate import check_run_config
 from hourglass.environment import changes, describe
 from hourglass.errors import AlposeError
 from hourglass.io import atomic_path
@@ -111,16 +115,64 @@ def config_differences(stored: dict, new: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def stored_and_new(
-    root: Path, cfg: DictConfig, acquirers: dict[str, DictConfig]
-) -> tuple[dict | None, dict]:
+CONFIG = "config.yaml"
+_RESTORE = (
+    "restore it (from a backup or another copy of the results), or rerun with fresh=true to move "
+    "the results aside and start afresh"
+)
+
+
+def stored_cells(root: Path) -> list[Path]:
+    """The cells' ``state.json`` files under a result folder (``_initial`` and every acquirer)."""
+    return sorted(Path(root).glob("*/seed_*/state.json"))
+
+
+def read_stored_config(root: Path) -> dict | None:
+    """The stored ``config.yaml`` of a result folder as plain data; None when there is none. A
+    file that cannot be read or parsed into a mapping is refused in one line naming it."""
+    path = Path(root) / CONFIG
+    if not path.exists():
+        return None
+    try:
+        stored = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as err:  # YAML parser, OSError, interpolation and OmegaConf errors alike
+        reason = " ".join(str(err).split())[:200]
+        raise AlposeError(
+            f"{path} is not a readable config ({type(err).__name__}: {reason}); it is the stored "
+            f"config of the results in {root}: {_RESTORE}"
+        ) from err
+    if not isinstance(stored, dict):
+        raise AlposeError(
+            f"{path} is not a config (it holds a {type(stored).__name__}, not a mapping); it is "
+            f"the stored config of the results in {root}: {_RESTORE}"
+        )
+    return stored
+
+
+def new_config(cfg: DictConfig, acquirers: dict[str, DictConfig]) -> dict:
+    """The config a run would store: ``cfg`` resolved, with its acquirers' merged configs."""
     new = OmegaConf.to_container(cfg, resolve=True)
     new["acquirer_configs"] = {
         k: OmegaConf.to_container(v, resolve=True) for k, v in acquirers.items()
     }
-    path = root / "config.yaml"
-    stored = OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else None
-    return stored, new
+    return new
+
+
+def stored_and_new(
+    root: Path, cfg: DictConfig, acquirers: dict[str, DictConfig]
+) -> tuple[dict | None, dict]:
+    """(the stored config or None, the new one); an unreadable stored config is refused."""
+    return read_stored_config(root), new_config(cfg, acquirers)
+
+
+def _refuse_missing_config(root: Path, cells: list[Path]) -> None:
+    shown = ", ".join(str(p.relative_to(root)) for p in cells[:3])
+    more = f" and {len(cells) - 3} more" if len(cells) > 3 else ""
+    raise AlposeError(
+        f"{root} holds finished cells ({shown}{more}) but no {CONFIG}: the stored config is the "
+        f"identity of those results and cannot be taken from the new command; restore "
+        f"{root / CONFIG}, or rerun with fresh=true to move the results aside and start afresh"
+    )
 
 
 def stored_config_differences(stored: dict, new: dict) -> list[str]:
@@ -140,14 +192,23 @@ def check_or_store_config(root: Path, cfg: DictConfig, acquirers: dict[str, Dict
 
     The stored config gathers the acquirers and seeds of every run so far (the jobs of a sweep each
     name one); call it under the folder's lock when jobs run in parallel (``run_experiment`` does).
+    Every number of ``cfg`` is checked first (:func:`check_run_config`), and a folder with cells
+    but no readable ``config.yaml`` is refused (``fresh=true`` moves it aside instead).
     """
-    stored, new = stored_and_new(root, cfg, acquirers)
-    new["environment"] = run_environment(cfg)
-    if stored is not None and bool(cfg.fresh):
+    check_run_config(cfg, acquirers)
+    cells = stored_cells(root)
+    if bool(cfg.fresh) and ((root / CONFIG).exists() or cells):
+        stored = None
         backup = root.with_name(f"{root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(root, backup)
         print(f"fresh=true: moved the previous results to {backup}")
-    elif stored is not None:
+    else:
+        stored = read_stored_config(root)
+        if stored is None and cells:
+            _refuse_missing_config(root, cells)
+    new = new_config(cfg, acquirers)
+    new["environment"] = run_environment(cfg)
+    if stored is not None:
         diff = stored_config_differences(stored, new)
         if diff:
             raise AlposeError(
@@ -158,7 +219,7 @@ def check_or_store_config(root: Path, cfg: DictConfig, acquirers: dict[str, Dict
         new["acquirers"] = _union(stored.get("acquirers"), new.get("acquirers"))
         new["seeds"] = sorted(_union(stored.get("seeds"), new.get("seeds")))
         new["environment_history"] = _environment_history(root, stored, new["environment"])
-    with atomic_path(root / "config.yaml") as tmp:
+    with atomic_path(root / CONFIG) as tmp:
         OmegaConf.save(OmegaConf.create(new), tmp)
 
 

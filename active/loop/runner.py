@@ -34,6 +34,7 @@ from active.loop.gpu_claim import claimed_device
 from active.loop.run_config import (
     acquirer_configs,
     check_or_store_config,
+    check_run_config,
     stored_and_new,
     stored_config_differences,
 )
@@ -300,6 +301,7 @@ def _run_cells(cfg: DictConfig, curves: CurvePlotter | None) -> Path:
 def dry_run(cfg: DictConfig) -> Path:
     """Print the resolved config, the cells that would run or be skipped and the cost; write nothing."""
     acquirers = acquirer_configs(cfg)
+    check_run_config(cfg, acquirers)  # every number, as a real run checks it before storing
     root = Path(str(cfg.paths.runs)) / str(cfg.name)
     print(plan.render(cfg, root, list(acquirers), [int(s) for s in cfg.seeds]), end="")
     stored, new = stored_and_new(root, cfg, acquirers)

@@ -10,8 +10,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hourglass.checks import Rule, check, check_all, count, positive, probability
 from hourglass.config import load_group
-from hourglass.datasets.cache import PoseCache, load_cache
+from hourglass.datasets.cache import SPLIT_NAMES, PoseCache, load_cache
 from hourglass.datasets.real import REAL_DATASETS, cache_file, prepare_hint
 from hourglass.datasets.synthetic import GENERATOR_VERSION, SyntheticConfig
 from hourglass.errors import AlposeError
@@ -21,9 +22,70 @@ def _plain(cfg: DictConfig | dict) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def synthetic_identity(cfg: DictConfig | dict) -> dict[str, Any]:
-    """Everything that determines the synthetic cache's bytes."""
+# What the numbers of a dataset config allow (configs/dataset/*.yaml), synthetic and real.
+SYNTHETIC_RULES: dict[str, Rule] = {"seed": count(0, what="a seed")}
+SPLIT_RULE = count(0, what="a number of persons")
+REAL_RULES: dict[str, Rule] = {
+    "size": count(8, what="a crop side in pixels"),
+    "store_size": count(8, what="a stored window side in pixels"),
+    "max_bad_fraction": probability(),
+    "head_pull": probability(),
+    "lspet_count": count(1, null=True),
+    "lspet_test": count(1),
+    "crop.eval": positive(what="a crop scale"),
+    "crop.store_scale": positive(what="a crop scale"),
+}
+
+
+def check_dataset_numbers(cfg: DictConfig | dict) -> None:
+    """Refuse a bad number of a dataset config in one line (key, value, what is allowed); the
+    synthetic generator's knobs are checked by ``SyntheticConfig.validate``."""
     c = _plain(cfg)
+    if c.get("name") == "synthetic":
+        check_all(c, SYNTHETIC_RULES, "dataset.", _SYNTHETIC_HINT)
+        splits = c.get("splits")
+        if not isinstance(splits, dict):
+            raise AlposeError(
+                f"dataset.splits={splits!r} is not allowed: it must map split names "
+                f"({', '.join(SPLIT_NAMES)}) to numbers of persons"
+            )
+        unknown = sorted(set(map(str, splits)) - set(SPLIT_NAMES))
+        if unknown:
+            raise AlposeError(
+                f"unknown split(s) {', '.join(unknown)} in dataset.splits; use {', '.join(SPLIT_NAMES)}"
+            )
+        for split, n in splits.items():
+            hint = f"pass `--{split} N` to `alpose prepare synthetic` or dataset.splits.{split}=N"
+            check(f"dataset.splits.{split}", n, SPLIT_RULE, hint)
+        if sum(splits.values()) < 1:
+            raise AlposeError(
+                f"dataset.splits={splits} holds no person: render at least one (e.g. "
+                "`alpose prepare synthetic --train 4000 --val 500 --test 500`)"
+            )
+        return
+    check_all(c, REAL_RULES, "dataset.")
+    train = (c.get("crop") or {}).get("train")
+    if train is not None:
+        bad = not isinstance(train, list | tuple) or len(train) != 2
+        if not bad:
+            for value in train:
+                check("dataset.crop.train", value, positive(what="a crop scale"))
+            bad = train[0] > train[1]
+        if bad:
+            raise AlposeError(
+                f"dataset.crop.train={train!r} is not allowed: it must be a range [low, high] of "
+                "positive crop scales with low <= high, e.g. [1.5, 2.0]"
+            )
+
+
+_SYNTHETIC_HINT = "pass `--seed N` to `alpose prepare synthetic` or dataset.seed=N"
+
+
+def synthetic_identity(cfg: DictConfig | dict) -> dict[str, Any]:
+    """Everything that determines the synthetic cache's bytes; a bad number or knob is refused
+    in one line (:func:`check_dataset_numbers`, ``SyntheticConfig.validate``)."""
+    c = _plain(cfg)
+    check_dataset_numbers({**c, "name": "synthetic"})
     knobs = {**c.get("generator", {}), "size": c["size"]}
     unknown = sorted(set(knobs) - {f.name for f in fields(SyntheticConfig)})
     if unknown:
@@ -31,7 +93,9 @@ def synthetic_identity(cfg: DictConfig | dict) -> dict[str, Any]:
         raise AlposeError(
             f"unknown synthetic generator knob(s) {', '.join(unknown)}; known: {known}"
         )
-    generator = asdict(SyntheticConfig(**knobs))
+    gen = SyntheticConfig(**knobs)
+    gen.validate()
+    generator = asdict(gen)
     return {
         "size": c["size"],
         "seed": c["seed"],

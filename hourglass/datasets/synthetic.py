@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from hourglass.checks import Rule, check, count, non_negative, ordered, positive, probability
 from hourglass.errors import AlposeError
 from hourglass.joints import MPII_INDEX, MPII_JOINTS
 
@@ -212,30 +213,100 @@ class SyntheticConfig:
     clip_rotation_deg: float = 4.0  # per-frame in-plane rotation U(-r, r)
 
     def validate(self) -> None:
-        """Raise AlposeError on settings that cannot render (bad family names, empty ranges)."""
-        unknown = sorted(set(self.family_weights) - set(FAMILY_NAMES))
-        if unknown:
-            raise AlposeError(f"unknown pose families {unknown}; known: {', '.join(FAMILY_NAMES)}")
-        weights = [float(self.family_weights.get(f, 0.0)) for f in FAMILY_NAMES]
-        if min(weights) < 0 or sum(weights) <= 0:
-            raise AlposeError("family_weights must be non-negative with a positive sum")
-        if self.size < 8 or self.supersample < 1:
-            raise AlposeError("size must be >= 8 and supersample >= 1")
-        if not 0 < self.extent_min <= self.extent_max:
-            raise AlposeError("need 0 < extent_min <= extent_max")
-        if self.clip_length < 1:
-            raise AlposeError("clip_length must be >= 1")
-        if self.clip_profile not in CLIP_PROFILES:
+        """Raise one AlposeError line on a setting that cannot render: a knob of the wrong type or
+        out of its range (:data:`KNOB_RULES`), an empty range, bad family names."""
+        for name, rule in KNOB_RULES.items():
+            check(knob_key(name), getattr(self, name), rule, knob_hint(name))
+        if not isinstance(self.clip_profile, str) or self.clip_profile not in CLIP_PROFILES:
             raise AlposeError(
                 f"unknown clip_profile '{self.clip_profile}'; known: {', '.join(CLIP_PROFILES)}"
             )
-        if self.occluder_max < 1 or self.clutter_min > self.clutter_max:
-            raise AlposeError("need occluder_max >= 1 and clutter_min <= clutter_max")
+        if not isinstance(self.family_weights, dict):
+            raise AlposeError(
+                f"dataset.generator.family_weights={self.family_weights!r} is not allowed: it "
+                "must map pose families to weights, e.g. {lying: 1.0}"
+            )
+        unknown = sorted(set(self.family_weights) - set(FAMILY_NAMES))
+        if unknown:
+            raise AlposeError(f"unknown pose families {unknown}; known: {', '.join(FAMILY_NAMES)}")
+        for family, weight in self.family_weights.items():
+            key = f"family_weights.{family}"
+            check(knob_key(key), weight, non_negative(), knob_hint("family_weights"))
+        if sum(float(w) for w in self.family_weights.values()) <= 0:
+            raise AlposeError("family_weights must be non-negative with a positive sum")
+        for low, high in _KNOB_RANGES:
+            ordered(
+                knob_key(low),
+                getattr(self, low),
+                knob_key(high),
+                getattr(self, high),
+                knob_hint(low),
+            )
 
     def family_cdf(self) -> np.ndarray:
         """Cumulative family probabilities in FAMILY_NAMES order (for inverse-CDF sampling)."""
         w = np.array([float(self.family_weights.get(f, 0.0)) for f in FAMILY_NAMES])
         return np.cumsum(w / w.sum())
+
+
+def knob_key(name: str) -> str:
+    """The config key of a generator knob (the crop side is ``dataset.size``)."""
+    return "dataset.size" if name == "size" else f"dataset.generator.{name}"
+
+
+def knob_hint(name: str) -> str:
+    """How to set a generator knob, for an error line."""
+    if name == "size":
+        return "pass `--size N` to `alpose prepare synthetic` or dataset.size=N to `alpose run`/`train`"
+    return (
+        f"pass `--set {name}=VALUE` to `alpose prepare synthetic` or "
+        f"dataset.generator.{name}=VALUE to `alpose run`/`train`"
+    )
+
+
+# What each generator knob allows (its type and range); the error names the knob and the value.
+KNOB_RULES: dict[str, Rule] = {
+    "size": count(8, what="a crop side in pixels"),
+    "supersample": count(1),
+    "extent_min": Rule(low=0, high=2, low_open=True, what="a fraction of the crop side"),
+    "extent_max": Rule(low=0, high=2, low_open=True, what="a fraction of the crop side"),
+    "limb_jitter": Rule(low=0, high=1, high_open=True, what="a relative jitter"),
+    "thickness_min": positive(),
+    "thickness_max": positive(),
+    "angle_jitter_deg": Rule(low=0, high=180, what="an angle in degrees"),
+    "rotation_deg": Rule(low=0, high=180, what="an angle in degrees"),
+    "back_view_prob": probability(),
+    "occluder_prob": probability(),
+    "occluder_max": count(1),
+    "occluder_size_min": Rule(low=0, high=1, low_open=True, what="a fraction of the crop side"),
+    "occluder_size_max": Rule(low=0, high=1, low_open=True, what="a fraction of the crop side"),
+    "clutter_min": count(0),
+    "clutter_max": count(0),
+    "distractor_prob": probability(),
+    "texture_prob": probability(),
+    "blur_prob": probability(),
+    "blur_sigma_max": non_negative(what="a blur sigma in pixels"),
+    "noise_sigma_max": non_negative(what="a noise sigma in 0-255 units"),
+    "contrast_min": non_negative(),
+    "contrast_max": non_negative(),
+    "brightness_max": Rule(low=0, high=255, what="a brightness offset in 0-255 units"),
+    "truncation_prob": probability(),
+    "truncation_min": probability(),
+    "truncation_max": probability(),
+    "clip_length": count(1),
+    "clip_shift": Rule(low=0, high=1, what="a fraction of the crop side"),
+    "clip_scale": Rule(low=0, high=1, high_open=True, what="a relative zoom"),
+    "clip_rotation_deg": Rule(low=0, high=180, what="an angle in degrees"),
+}
+# (lower, upper) knob pairs of one range.
+_KNOB_RANGES = (
+    ("extent_min", "extent_max"),
+    ("thickness_min", "thickness_max"),
+    ("occluder_size_min", "occluder_size_max"),
+    ("clutter_min", "clutter_max"),
+    ("contrast_min", "contrast_max"),
+    ("truncation_min", "truncation_max"),
+)
 
 
 @dataclass(frozen=True)
