@@ -76,7 +76,8 @@ class PCKResult:
     """Per-joint and per-part PCK(h) of one evaluation, in percent.
 
     ``per_joint`` is (J,) with nan where a joint has no scored instance; ``correct`` and
-    ``scored`` are the (J,) integer counts behind it.
+    ``scored`` are the (J,) integer counts behind it. ``warnings``: what the scoring met that
+    makes the numbers suspect (non-finite predictions, zero normalisers), one line each.
     """
 
     per_joint: np.ndarray
@@ -89,6 +90,7 @@ class PCKResult:
     threshold: float
     dataset: str = "mpii"
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def headline(self) -> str:
@@ -107,6 +109,8 @@ class PCKResult:
         out["scored"] = dict(zip(self.joint_names, map(int, self.scored), strict=True))
         out.update(dataset=self.dataset, convention=self.convention, threshold=self.threshold)
         out["notes"] = list(self.notes)
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         return out
 
 
@@ -204,6 +208,34 @@ def _check_pose_arrays(
     return pred, gt
 
 
+def _bad_normalisers(
+    norm: np.ndarray, mask: np.ndarray, what: str
+) -> tuple[np.ndarray, str | None]:
+    """``mask`` without the persons whose normaliser is zero, negative or not finite, and the
+    warning that says how many persons (and scored joints) that leaves out (None: none)."""
+    bad = ~(np.isfinite(norm) & (norm > 0))
+    hit = bad & mask.any(axis=1)
+    if not hit.any():
+        return mask, None
+    joints = int(mask[hit].sum())
+    warning = (
+        f"{int(hit.sum())} of {len(norm)} persons have a zero or invalid {what}; their "
+        f"{joints} annotated joints are not scored (fix the ground truth's {what}s)"
+    )
+    return mask & ~bad[:, None], warning
+
+
+def _non_finite(pred: np.ndarray, mask: np.ndarray) -> str | None:
+    """The warning for scored joints whose prediction is NaN or infinite (they count as misses)."""
+    bad = ~np.isfinite(pred).all(axis=-1) & mask
+    if not bad.any():
+        return None
+    return (
+        f"{int(bad.sum())} of {int(mask.sum())} scored joints have a NaN or infinite prediction; "
+        "they are counted as misses (check the prediction file)"
+    )
+
+
 def mpii_pckh(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -231,6 +263,8 @@ def mpii_pckh(
     if scored.shape != gt.shape[:2]:
         raise ValueError(f"scored {scored.shape} must be {gt.shape[:2]}")
     diag = _head_diagonal(head_boxes, head_diag, gt.shape[0])
+    scored, zero_heads = _bad_normalisers(diag, scored, "head box")
+    warnings = [w for w in (_non_finite(pred, scored), zero_heads) if w]
     if convention == "paper":
         t = PAPER_MPII_THRESHOLD if threshold is None else float(threshold)
         dist = normalised_distances(pred, _pull_head_top(gt, scored), diag)
@@ -258,6 +292,7 @@ def mpii_pckh(
         convention=convention,
         threshold=t,
         dataset="mpii",
+        warnings=warnings,
     )
 
 
@@ -293,7 +328,8 @@ def lsp_pck(
     pred, gt = _check_pose_arrays(pred, gt, len(LSP_JOINTS))
     norm = lsp_torso(gt, convention) if torso is None else np.asarray(torso, np.float64)
     mask = np.ones(gt.shape[:2], bool) if scored is None else np.asarray(scored, bool)
-    mask = mask & np.isfinite(norm)[:, None] & (norm > 0)[:, None]
+    mask, zero_torsos = _bad_normalisers(norm, mask, "torso length")
+    warnings = [w for w in (_non_finite(pred, mask), zero_torsos) if w]
     dist = normalised_distances(pred, gt, np.where(mask.any(1), norm, 1.0))
     if convention == "paper":
         t = PAPER_LSP_THRESHOLD if threshold is None else float(threshold)
@@ -314,6 +350,7 @@ def lsp_pck(
         convention=convention,
         threshold=t,
         dataset="lsp",
+        warnings=warnings,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -293,7 +294,9 @@ def evaluate(
     threshold: float | None = None,
 ) -> PCKResult:
     """Read both files, pick the dataset (``None``: from the GT variables), score; raises
-    AlposeError on any bad input."""
+    AlposeError on any bad input. What makes the numbers suspect (NaN predictions, zero head
+    boxes or torsos) is printed as one ``warning:`` line each on stderr (and kept in
+    ``result.warnings``)."""
     if threshold is not None and not threshold > 0:
         raise AlposeError(f"--threshold must be > 0, got {threshold}")
     _require_file(gt_path, "ground-truth")
@@ -305,4 +308,6 @@ def evaluate(
     pred = read_predictions(pred_path)
     result = score(gt, pred, (pred_path, gt_path), convention, threshold)
     result.notes.insert(0, f"gt: {gt_path}  pred: {pred_path}  ({pred.shape[0]} samples)")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return result
