@@ -1,5 +1,5 @@
-"""Stopping a run from outside: SIGTERM to the parent of a ``jobs=2`` run stops its workers (none
-outlives it), it exits 143 with one line, and a rerun ends with the uninterrupted numbers; two
+"""Stopping a run from outside: SIGTERM or SIGINT to the parent of a ``jobs=2`` run stops its workers (none
+outlives it), it exits 143 or 130 with one line, and a rerun ends with the uninterrupted numbers; two
 plain ``alpose run`` on one folder train each cell once."""
 
 from __future__ import annotations
@@ -56,7 +56,13 @@ def reference(tmp_path_factory, data_dir):
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_sigterm_stops_the_workers_and_a_rerun_matches(reference, tmp_path, data_dir):
+@pytest.mark.parametrize(
+    ("sig", "status", "line"),
+    [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")],
+)
+def test_a_signal_stops_the_workers_and_a_rerun_matches(
+    reference, tmp_path, data_dir, sig, status, line
+):
     gate, entered = tmp_path / "gate", tmp_path / "entered"  # closed until the file exists
     args = gated(tmp_path / "runs", data_dir, gate, entered)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -74,10 +80,10 @@ def test_sigterm_stops_the_workers_and_a_rerun_matches(reference, tmp_path, data
         time.sleep(0.05)
     assert proc.poll() is None and entered.exists(), "no worker reached the gate"
     assert len(session_members(proc.pid)) >= 3  # the parent and its two workers
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)  # to the parent alone, as `kill PID` or a scheduler sends it
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert err.strip().splitlines()[-1].startswith("terminated (SIGTERM)")
+    assert proc.returncode == status, err
+    assert err.strip().splitlines()[-1].startswith(line)
     deadline = time.monotonic() + 10
     while session_members(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
