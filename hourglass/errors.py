@@ -3,8 +3,8 @@
 Every failure of an ``alpose`` command ends as exactly one ``error: ...`` line on stderr:
 :class:`AlposeError` (bad input the user can fix; exit 2) as its message, an ``OSError`` on a
 named path (exit 2) as that path and what to check, anything else (a bug; exit 1) as its type
-and message plus a pointer to ``--verbose``. With ``alpose --verbose ...`` (or
-``ALPOSE_VERBOSE=1``) the Python traceback is printed before the line.
+and message (cut to a few hundred characters) plus a pointer to ``--verbose``. With
+``alpose --verbose ...`` (or ``ALPOSE_VERBOSE=1``) the Python traceback is printed before the line.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 import traceback
 
 VERBOSE_ENV = "ALPOSE_VERBOSE"
+UNEXPECTED_CHARS = 400  # an unexpected error's message is cut to this: the traceback has the rest
 
 
 class AlposeError(Exception):
@@ -41,7 +42,10 @@ def one_line(err: BaseException) -> str:
         )
     else:
         hint = "" if verbose() else "; rerun with `alpose --verbose ...` for the traceback"
-        text = f"unexpected {type(err).__name__}: {err}{hint}"
+        message = " ".join(str(err).split())
+        if len(message) > UNEXPECTED_CHARS:  # e.g. a library's error that carries a whole log
+            message = message[: UNEXPECTED_CHARS - 5] + " ..."
+        text = f"unexpected {type(err).__name__}: {message}{hint}"
     return " ".join(text.split())
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from hourglass import numerics
 from hourglass.config import config_dir
-from hourglass.errors import report
+from hourglass.errors import AlposeError, report, verbose
+
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def run_hydra(
@@ -20,8 +25,9 @@ def run_hydra(
     """Compose ``configs/<config_name>.yaml`` with ``argv`` as overrides and call ``task(cfg)``.
 
     Returns the exit status: 0, or that of :func:`hourglass.errors.report` after one ``error:``
-    line (2 for an :class:`AlposeError` or an unknown override, 1 for anything unexpected, also
-    when Hydra itself fails, e.g. on an unwritable run folder); ``--help`` exits as Hydra says.
+    line (2 for an :class:`AlposeError`, an unknown override or a run folder Hydra cannot write
+    its log to, 1 for anything unexpected); ``--help`` exits as Hydra says. In a launcher's
+    worker process the error goes back to the sweep instead (after its traceback, when verbose).
     """
     status, caller = 0, os.getpid()
 
@@ -34,6 +40,8 @@ def run_hydra(
             task(cfg)
         except Exception as err:  # one line here, before Hydra would print its own traceback
             if os.getpid() != caller:  # a launcher's worker process: Hydra carries it back
+                if verbose():  # into the worker's own log (a SLURM job's stderr file)
+                    traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
                 raise
             status = report(err)
 
@@ -45,7 +53,7 @@ def run_hydra(
     except SystemExit as exit_:
         return int(exit_.code or 0)
     except Exception as err:  # composition (unknown override), unwritable hydra.run.dir, ...
-        return report(err)
+        return report(_unwritable_folder(err) or err)
     finally:
         sys.argv = saved
         if saved_full is None:
@@ -53,3 +61,29 @@ def run_hydra(
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved_full
     return status
+
+
+def _unwritable_folder(err: BaseException) -> AlposeError | None:
+    """Hydra failed to create or write its log folder (``hydra.run.dir``, ``hydra.sweep.dir``): the
+    deepest existing folder on the way, as one line saying what to do; None for other errors.
+    Hydra wraps the ``OSError`` (``Unable to configure handler 'file'``), so its causes are read."""
+    for cause in _causes(err):
+        if isinstance(cause, OSError) and cause.filename and cause.errno in UNWRITABLE:
+            folder = Path(os.fsdecode(cause.filename))
+            while not folder.is_dir() and folder.parent != folder:
+                folder = folder.parent
+            return AlposeError(
+                f"cannot write to {folder} ({cause.strerror}), where Hydra keeps this run's "
+                f"log; make that folder writable, or set paths.runs to a writable folder"
+            )
+    return None
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and the exceptions it was raised from or during, each once."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

@@ -6,11 +6,12 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 
 from active.loop.job import MAIN_ENV, JobFailed, job
+from active.loop.slurm_launcher import checked_slurm_launcher
 from hourglass.hydra_app import run_hydra
 
 
@@ -26,9 +27,17 @@ def main(argv: Sequence[str]) -> int:
     argv = ["dry_run=true" if a == "--dry-run" else a for a in argv]
     os.environ[MAIN_ENV] = f"{socket.gethostname()}:{os.getpid()}"
     JobFailed.seen = False
-    with _scratch_hydra_dir(argv) as argv:
+    with ExitStack() as stack:
+        if _multirun(argv):  # hydra/launcher=slurm: the request checked, failed jobs one line each
+            stack.enter_context(checked_slurm_launcher())
+        argv = stack.enter_context(_scratch_hydra_dir(argv))
         status = run_hydra("run", "run", argv, partial(job, curves=learning_curves))
     return 2 if status == 1 and JobFailed.seen else status
+
+
+def _multirun(argv: Sequence[str]) -> bool:
+    """Whether Hydra will sweep (``-m``, ``--multirun``, ``hydra.mode=MULTIRUN``)."""
+    return any(a in ("-m", "--multirun") or a.upper() == "HYDRA.MODE=MULTIRUN" for a in argv)
 
 
 @contextmanager
