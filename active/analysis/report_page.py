@@ -6,7 +6,8 @@ the pass-based ones (true errors, Spearman, galleries, PCA; :mod:`active.analysi
 the chosen seeds and cycles, by default the smallest seed's cycle 1, where every acquirer picked
 from the same pool with the same shared model, so one inference pass serves them all.
 
-Files (atomic) in ``RUN_DIR/_diagnostics/``: ``overlap.csv``, ``joint_gain.csv``, ``timing.csv``,
+Files (atomic) in ``RUN_DIR/_diagnostics/`` (or beside a page written elsewhere,
+``run_diagnostics.diagnostics_dir``): ``overlap.csv``, ``joint_gain.csv``, ``timing.csv``,
 ``families.csv`` (datasets with families), ``scores.csv`` (one :class:`ScoreRow` per diagnosed
 cell), ``samples/<acquirer>_seed<s>_cycle<c>.csv`` (per training row: role, family, true error,
 priority, PCA coordinates) and ``figures/*.png``.
@@ -81,6 +82,13 @@ def collect(
     names = run_diagnostics.acquirer_names(run_dir)
     if not names:
         raise AlposeError(f"{run_dir} holds no acquirer results (run `alpose run` first)")
+    all_seeds = sorted({s for a in names for s in run_diagnostics.seeds_of(run_dir, a)})
+    missing = sorted(set(seeds or ()) - set(all_seeds))
+    if missing:
+        raise AlposeError(
+            f"--seeds: {run_dir} has no seed {', '.join(map(str, missing))}; its seeds are "
+            f"{', '.join(map(str, all_seeds)) or 'none'} (pass some of them, or leave --seeds out)"
+        )
     ins = Insight(
         run_dir,
         names,
@@ -105,7 +113,6 @@ def collect(
         ins.families = run_diagnostics.family_rows(
             run_dir, data.family, data.family_names, ins.run.pool, names
         )
-    all_seeds = sorted({s for a in names for s in run_diagnostics.seeds_of(run_dir, a)})
     for seed in seeds if seeds is not None else all_seeds[:1]:
         for acq in names:
             have = run_diagnostics.selection_cycles(run_dir, acq, seed)
@@ -384,8 +391,11 @@ def _cell_sections(ins: Insight, pngs: dict[str, bytes], tiles: int) -> list[htm
     return out
 
 
-def build_page(ins: Insight, tiles: int = 6) -> tuple[str, dict[str, bytes]]:
-    """The HTML page and every picture in it (name -> PNG bytes)."""
+def build_page(
+    ins: Insight, tiles: int = 6, diagnostics: Path | None = None
+) -> tuple[str, dict[str, bytes]]:
+    """The HTML page and every picture in it (name -> PNG bytes); ``diagnostics``: the folder
+    its CSV files go to (default: the run's ``_diagnostics``)."""
     pngs: dict[str, bytes] = {}
     info = tables.read_experiment_info(ins.run_dir)
     sections = [
@@ -403,6 +413,7 @@ def build_page(ins: Insight, tiles: int = 6) -> tuple[str, dict[str, bytes]]:
         f"Experiment {info.name}: dataset {info.dataset or '?'}, protocol {info.protocol or '?'}, "
         f"budgets {list(info.budgets) if info.budgets else '?'}, seeds {seeds}, acquirers "
         f"{', '.join(ins.names)}.",
-        "Made by `alpose report`; CSV files of every number are in the run's _diagnostics folder.",
+        "Made by `alpose report`; CSV files of every number are in "
+        + (f"{diagnostics}." if diagnostics is not None else "the run's _diagnostics folder."),
     ]
     return html_page.render_page(f"alpose report: {info.name}", intro, sections), pngs

@@ -12,16 +12,21 @@ initial set (``_initial/seed_<s>/state.json``). Rows:
 * timing: acquisition and training seconds per cycle.
 
 The CSV files go to ``RUN_DIR/_diagnostics/`` (the underscore keeps it out of the acquirer list
-of ``alpose table``/``status``), each written atomically.
+of ``alpose table``/``status``), each written atomically; with ``alpose report --out PAGE``
+beside the page instead (:func:`diagnostics_dir`), so a run folder that cannot be written is
+only read. A damaged selection file is refused in one line naming it.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import json
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -71,8 +76,20 @@ def load_selection(
             f"no selection {path} (acquirer {acquirer}, seed {seed}, cycle {cycle}); "
             f"stored cycles: {have or 'none'} (cycle 0 is the initial set, it has no picks)"
         )
-    rec = np.load(path)
-    return np.asarray(rec["index"], np.int64), np.asarray(rec["score"], np.float64)
+    try:
+        rec = np.load(path, allow_pickle=False)
+        return np.asarray(rec["index"], np.int64), np.asarray(rec["score"], np.float64)
+    except Exception as err:  # numpy raises many types for a damaged or foreign file
+        raise damaged(path, err, path.parents[1]) from err
+
+
+def damaged(path: Path, err: BaseException, cell: Path) -> AlposeError:
+    """The one line for a result file that cannot be read: the file, why, and how to redo it."""
+    reason = " ".join(f"{type(err).__name__}: {err}".split())[:160]
+    return AlposeError(
+        f"cannot read {path} ({reason}); it is damaged: move the cell folder {cell} aside and "
+        "rerun `alpose run` to redo it"
+    )
 
 
 def initial_set(run_dir: Path, seed: int) -> np.ndarray:
@@ -80,7 +97,10 @@ def initial_set(run_dir: Path, seed: int) -> np.ndarray:
     path = Path(run_dir) / INITIAL / f"seed_{seed}" / "state.json"
     if not path.is_file():
         raise AlposeError(f"{path} is missing; the seed's first cycle has not finished")
-    return np.sort(np.asarray(json.loads(path.read_text())["labelled"], np.int64))
+    try:
+        return np.sort(np.asarray(json.loads(path.read_text())["labelled"], np.int64))
+    except Exception as err:  # truncated JSON, a missing key, a foreign file
+        raise damaged(path, err, path.parent) from err
 
 
 def labelled_before(run_dir: Path, acquirer: str, seed: int, cycle: int) -> np.ndarray:
@@ -306,6 +326,48 @@ def write_records(
     return Path(path)
 
 
-def diagnostics_dir(run_dir: Path) -> Path:
-    """Where the diagnostics CSV files of an experiment go."""
-    return Path(run_dir) / DIAGNOSTICS_DIR
+def diagnostics_dir(run_dir: Path, page: Path | None = None) -> Path:
+    """Where the diagnostics CSV files of an experiment go: ``RUN_DIR/_diagnostics``, or with a
+    report page written elsewhere (``alpose report --out PAGE``) ``<PAGE>_diagnostics`` beside it
+    (the run folder is then only read)."""
+    run_dir = Path(run_dir)
+    if page is None or _same(Path(page).parent, run_dir):
+        return run_dir / DIAGNOSTICS_DIR
+    page = Path(page)
+    return page.with_name(f"{page.stem}{DIAGNOSTICS_DIR}")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _read_only_error(run_dir: Path, flag: str, why: str) -> AlposeError:
+    return AlposeError(
+        f"cannot write into {run_dir} ({why}); pass {flag} to write the files elsewhere "
+        "(the run folder is then only read)"
+    )
+
+
+def require_writable(run_dir: Path, out: Path | None, flag: str = "--out") -> None:
+    """Refuse in one line, before any work, to write into a run folder that cannot be written
+    when no ``out`` was given (``flag`` names the option that points elsewhere)."""
+    if out is None and Path(run_dir).is_dir() and not os.access(run_dir, os.W_OK):
+        raise _read_only_error(Path(run_dir), flag, "permission denied or a read-only file system")
+
+
+@contextmanager
+def writing_into(run_dir: Path, out: Path | None, flag: str = "--out") -> Iterator[None]:
+    """Turn a refused write into the run folder (no ``out`` given) into the one line of
+    :func:`require_writable`; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as err:
+        if out is None and err.errno in _READ_ONLY:
+            raise _read_only_error(Path(run_dir), flag, err.strerror or "not writable") from err
+        raise

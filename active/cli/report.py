@@ -2,7 +2,8 @@
 
 The page holds the ``alpose table`` results and curves, the diagnostics of :mod:`active.analysis.report_page`
 and a gallery per acquirer; pictures are embedded, so it reads offline and prints. The CSV files
-and PNGs go to ``RUN_DIR/_diagnostics/``.
+and PNGs go to ``RUN_DIR/_diagnostics/``, or with ``--out PAGE`` elsewhere to
+``<PAGE>_diagnostics/`` beside the page, so a run folder that cannot be written is only read.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ def register(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], 
         "run_dir", metavar="RUN_DIR", type=Path, help="experiment folder (runs/<experiment>)"
     )
     parser.add_argument(
-        "--out", type=Path, help="HTML file to write (default: RUN_DIR/report.html)"
+        "--out",
+        type=Path,
+        help="HTML file to write (default: RUN_DIR/report.html); its CSV files and pictures go "
+        "beside it (<name>_diagnostics/), so the run folder is only read",
     )
     parser.add_argument(
         "--seeds",
@@ -51,10 +55,17 @@ def parse_seeds(text: str | None) -> list[int] | None:
         raise AlposeError(f"--seeds takes a comma list of integers, got {text!r}") from err
 
 
+def _page_path(out: Path) -> Path:
+    """``--out``: the page itself, or ``report.html`` in a folder given instead."""
+    return out / "report.html" if out.is_dir() else out
+
+
 def run(args: argparse.Namespace) -> int:
     """Collect the diagnostics, write CSVs, PNGs and the HTML page."""
     if args.tiles < 1:
         raise AlposeError(f"--tiles must be at least 1, got {args.tiles}")
+    out = _page_path(args.out) if args.out is not None else Path(args.run_dir) / "report.html"
+    run_diagnostics.require_writable(args.run_dir, args.out, "--out PAGE.html")
     ins = report_page.collect(
         args.run_dir,
         seeds=parse_seeds(args.seeds),
@@ -63,15 +74,15 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         rescore=not args.no_rescore,
     )
-    out_dir = run_diagnostics.diagnostics_dir(args.run_dir)
-    written = report_page.write_csvs(ins, out_dir)
-    page, pngs = report_page.build_page(ins, args.tiles)
-    for name, png in pngs.items():
-        with atomic_path(out_dir / "figures" / f"{name}.png") as tmp:
-            tmp.write_bytes(png)
-    out = args.out or Path(args.run_dir) / "report.html"
-    with atomic_path(out) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    out_dir = run_diagnostics.diagnostics_dir(args.run_dir, out if args.out else None)
+    page, pngs = report_page.build_page(ins, args.tiles, out_dir if args.out else None)
+    with run_diagnostics.writing_into(args.run_dir, args.out, "--out PAGE.html"):
+        written = report_page.write_csvs(ins, out_dir)
+        for name, png in pngs.items():
+            with atomic_path(out_dir / "figures" / f"{name}.png") as tmp:
+                tmp.write_bytes(png)
+        with atomic_path(out) as tmp:
+            tmp.write_text(page, encoding="utf-8")
     if ins.note:
         print(f"note: {ins.note}", file=sys.stderr)
     print(

@@ -5,6 +5,8 @@ table and writes ``table.md``, ``table.tex``, ``table.csv``, ``auc.csv`` and ``c
 (formats in :mod:`active.analysis.tables`) into ``--out`` (default: RUN_DIR itself), and ``results.csv``:
 every (acquirer, seed, cycle) cell's PCKh and hashes of its picks and weights
 (:mod:`active.analysis.fingerprint`), which a rerun under portable numerics reproduces exactly.
+With ``--out`` the run folder is only read (it may be read-only); without it a run folder that
+cannot be written is refused in one line that says to pass ``--out``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from active.analysis import stats, tables
 from active.analysis.fingerprint import fingerprint, write_csv
+from active.analysis.run_diagnostics import require_writable, writing_into
 from active.analysis.tables import DEFAULT_REFERENCE, METRIC_FLAGS, pick_reference
 from hourglass.errors import AlposeError
 
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the results, run the statistics, write the reports, print the markdown table."""
     if not 0 < args.alpha < 1:
         raise AlposeError(f"--alpha must lie strictly between 0 and 1, got {args.alpha}")
+    require_writable(args.run_dir, args.out, "--out DIR")
     results = stats.load_results(args.run_dir)
     cube = stats.to_cube(results, METRIC_FLAGS[args.metric])
     info = tables.read_experiment_info(args.run_dir)
@@ -77,9 +81,11 @@ def run(args: argparse.Namespace) -> int:
     cost = stats.cycle_costs(args.run_dir)
     table = tables.build_table(cube, info, reference, alternative, args.alpha, cost)
     out = args.out or args.run_dir
-    written = tables.write_reports(table, out)
-    written.append(out / "results.csv")  # per (acquirer, seed, cycle): what a rerun must match
-    write_csv(fingerprint(args.run_dir), written[-1])
+    rows = fingerprint(args.run_dir)
+    with writing_into(args.run_dir, args.out, "--out DIR"):
+        written = tables.write_reports(table, out)
+        written.append(out / "results.csv")  # per (acquirer, seed, cycle): what a rerun must match
+        write_csv(rows, written[-1])
     print(tables.render_markdown(table), end="")
     print(f"wrote {', '.join(p.name for p in written)} to {written[0].parent}", file=sys.stderr)
     return 0
