@@ -17,11 +17,12 @@ the plugin runs them (``configs/hydra/launcher/slurm.yaml`` takes every ``submit
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,8 @@ def launch(
             (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
         )
     try:
-        jobs = executor.map_array(self, *zip(*params, strict=True))
+        with redirect_stderr(io.StringIO()):  # submitit prints sbatch's error too: once is enough
+            jobs = executor.map_array(self, *zip(*params, strict=True))
     except submitit.core.utils.FailedJobError as err:  # sbatch refused the array
         raise AlposeError(
             f"sbatch refused the jobs ({_last_line(str(err))}); check the request: "
