@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from active.loop.run_files import INITIAL
+from hourglass.errors import AlposeError
 from hourglass.io import atomic_path
 
 # metrics.csv columns that are numbers of the model (not timings), compared exactly
@@ -43,7 +44,13 @@ def _selection_hash(path: Path) -> str:
     empty for a cell that picked nothing (cycle 0)."""
     if not path.is_file():
         return ""
-    array = np.load(path, allow_pickle=False)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise AlposeError(
+            f"cannot read {path} ({type(err).__name__}); rerun `alpose run` with the same "
+            "command to redo that cycle"
+        ) from None
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 

@@ -231,6 +231,7 @@ def run_experiment(cfg: DictConfig, curves: CurvePlotter | None = None) -> Path:
     select_cells(cfg)
     if cfg.get("dry_run"):
         return dry_run(cfg)
+    check_run_config(cfg, acquirer_configs(cfg))  # every number, before threads or data are set up
     if job is not None and bool(cfg.fresh):
         raise AlposeError(
             "fresh=true cannot be used in a multirun (-m): its jobs would move each other's "

@@ -260,7 +260,7 @@ def test_report_is_one_offline_page_that_loads_in_chromium(run_dir, cli, tmp_pat
     assert n_img >= 3 * len(ACQUIRERS) + 3  # gallery, scatter, PCA per acquirer; curves, overlap
     assert "http://" not in page and "https://" not in page and "<link" not in page
     assert page.count('src="data:image/png;base64,') == n_img
-    diag = run_dir / "_diagnostics"
+    diag = tmp_path / "report_diagnostics"  # beside the page: the run folder may be read-only
     with open(diag / "scores.csv", newline="") as f:
         scores = list(csv.DictReader(f))
     assert sorted(r["acquirer"] for r in scores) == list(ACQUIRERS)

@@ -95,11 +95,6 @@ def test_bad_run_number_is_refused_by_the_dry_run(cli, data_dir, tmp_path, overr
     assert not (tmp_path / "smoke" / "config.yaml").exists()
 
 
-@pytest.mark.xfail(
-    reason="runner.configure_job sets torch's threads before the config is checked; "
-    "needs check_run_config at the top of run_experiment (runner.py)",
-    strict=False,
-)
 def test_negative_threads_in_a_real_run(cli, data_dir, tmp_path):
     status, _, err = cli(*smoke(tmp_path, data_dir, *CELL, "threads=-2"))
     assert "threads=-2" in one_error_line(status, err)

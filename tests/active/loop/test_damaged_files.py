@@ -111,3 +111,13 @@ def test_a_cell_made_by_another_config_is_refused(reference, tmp_path, data_dir)
     assert r.returncode == 2
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("error:") and "made by another config" in line
+
+
+def test_the_table_of_a_run_with_a_cut_selection_file_is_one_line(reference, tmp_path):
+    runs, cell = damaged_copy(reference, tmp_path)
+    path = cell / "selections" / "cycle_1.npy"
+    path.write_bytes(path.read_bytes()[:20])
+    r = alpose("table", runs / "smoke", "--out", tmp_path / "table")
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error:") and "cycle_1.npy" in line
