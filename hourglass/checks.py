@@ -34,9 +34,9 @@ class Rule:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
             bounds.append(f"in {left}{_num(self.low)}, {_num(self.high)}{right}")
         elif self.low is not None:
-            bounds.append(f"{'>' if self.low_open else '>='} {_num(self.low)}")
+            bounds.append(f"{'above' if self.low_open else 'at least'} {_num(self.low)}")
         elif self.high is not None:
-            bounds.append(f"{'<' if self.high_open else '<='} {_num(self.high)}")
+            bounds.append(f"{'below' if self.high_open else 'at most'} {_num(self.high)}")
         text = f"{self.what} ({kind}" if self.what else kind
         text += (" " + " ".join(bounds)) if bounds else ""
         text += ")" if self.what else ""
@@ -65,7 +65,7 @@ def _num(x: float) -> str:
 
 
 def count(low: int = 1, null: bool = False, what: str = "") -> Rule:
-    """A whole number >= ``low``."""
+    """A whole number, at least ``low``."""
     return Rule(integer=True, low=low, null=null, what=what)
 
 
