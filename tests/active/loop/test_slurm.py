@@ -46,7 +46,7 @@ def cluster() -> None:
         pytest.skip("no SLURM cluster: sinfo is not on PATH (scripts/slurm_cluster.sh up)")
     done = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=60)
     if done.returncode != 0 or "idle" not in done.stdout.split():
-        said = " ".join((done.stdout + done.stderr).split()) or "nothing"
+        said = ((done.stdout + done.stderr).strip().splitlines() or ["nothing"])[-1][:120]
         pytest.skip(f"no idle SLURM node (sinfo -h -o %t: {said}; scripts/slurm_cluster.sh up)")
 
 
