@@ -225,7 +225,9 @@ def test_selection_of_a_foreign_layout_is_one_line(cli, finished, tmp_path):
 
 
 def test_rules_describe_what_is_allowed():
-    with pytest.raises(Exception, match=r"x=True is not allowed: it must be a whole number at least 1"):
+    with pytest.raises(
+        Exception, match=r"x=True is not allowed: it must be a whole number at least 1"
+    ):
         check("x", True, Rule(integer=True, low=1))
     with pytest.raises(Exception, match=r"in \(0, 1\)"):
         check("f", 1.0, Rule(low=0, high=1, low_open=True, high_open=True))
