@@ -73,3 +73,13 @@ def one_thread():
 def data_dir(tmp_path_factory) -> Path:
     """A data folder for one test module's smoke runs (the smoke set is rendered into it once)."""
     return tmp_path_factory.mktemp("smoke-data")
+
+
+@pytest.fixture
+def keep_torch_threads():
+    """In-process runs with threads=1 set the process-wide torch thread count; put it back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -7,19 +7,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import torch
 from helpers.runs import run_in_process, smoke
 
 from hourglass.errors import AlposeError
 
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
+
 CELL = ["acquirers=[random]", "seeds=[0]", "cycles=1", "threads=1"]
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

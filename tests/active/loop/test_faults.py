@@ -22,6 +22,8 @@ import torch
 from helpers.paths import REPO
 from helpers.runs import results, rows, run_in_process, smoke
 
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
+
 # One cell: cycle 0 (shared), 1 and 2; one torch thread everywhere (the same sums in every process,
 # and less CPU on shared cores).
 CELL = ["acquirers=[random]", "seeds=[0]", "threads=1"]
@@ -42,14 +44,6 @@ def one_error_line(stderr):
     lines = [x for x in stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), stderr
     return lines[0]
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    """In-process runs with threads=1 set the process-wide torch thread count; put it back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
